@@ -1,0 +1,500 @@
+//! The agent's analysis loop: frame → TCP segment → connection (orientation, reassembly) →
+//! session (RFB state, accounting) → events, with periodic sweeps on capture time for stats,
+//! closed and idle connections, and a bounded flow table.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use schemas::{AgentHeartbeat, SessionEvent, SessionEventKind, Timestamp};
+
+use crate::capture::{decode, Packet};
+use crate::config::{AgentConfig, PortSet};
+use crate::flow::reassembly::{BufferBudget, Chunk};
+use crate::flow::{Connection, Content, FlowKey, FlowMap, TcpSegment};
+use crate::rfb::parser::could_be_banner;
+use crate::rfb::state::Dir;
+use crate::session::{EndReason, Nanos, Origin, Session, Traffic};
+
+/// Counters over everything the agent saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Frames handed to the agent.
+    pub packets: u64,
+    /// Their length on the wire.
+    pub bytes: u64,
+    pub tcp_segments: u64,
+    /// Frames of a link type the agent does not decode.
+    pub unsupported_link: u64,
+    /// Frames too short or malformed below TCP.
+    pub malformed: u64,
+    /// Frames that are not TCP.
+    pub not_tcp: u64,
+    pub flows_created: u64,
+    pub flows_evicted: u64,
+    pub flows_active: u64,
+    pub sessions_total: u64,
+    pub sessions_active: u64,
+    /// Parse errors of ended sessions.
+    pub parse_errors: u64,
+    /// Bytes missing from the capture in ended connections.
+    pub gap_bytes: u64,
+    /// Out-of-order bytes buffered right now.
+    pub buffered_bytes: u64,
+}
+
+fn ns(d: Duration) -> Nanos {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+const SWEEP_INTERVAL: Nanos = 1_000_000_000;
+
+/// What deciding a connection's content needs to know.
+struct Ctx<'a> {
+    origin: Origin<'a>,
+    ports: &'a PortSet,
+    syn_seen: bool,
+}
+
+impl<'a> Ctx<'a> {
+    fn of(config: &'a AgentConfig, stats_interval: Nanos, conn: &Connection) -> Ctx<'a> {
+        Ctx {
+            origin: Origin {
+                agent_id: &config.agent_id,
+                client: conn.client,
+                server: conn.server,
+                first_packet: conn.first_packet,
+                stats_interval,
+            },
+            ports: &config.ports,
+            syn_seen: conn.syn_seen,
+        }
+    }
+}
+
+/// Hands one reassembled chunk of direction `dir` to the connection's content, deciding the
+/// content on its first bytes.
+fn deliver(content: &mut Content, dir: Dir, chunk: Chunk<'_>, ctx: &Ctx<'_>) {
+    match chunk {
+        Chunk::Gap(n) => {
+            if let Content::Session(s) = content {
+                s.gap(dir, n);
+            }
+        }
+        Chunk::Data(data) => {
+            if let Content::Undecided = content {
+                *content = decide(dir, data, ctx);
+            }
+            if let Content::Session(s) = content {
+                s.feed(dir, data);
+                if s.is_not_rfb() {
+                    *content = Content::Ignored;
+                }
+            }
+        }
+    }
+}
+
+/// First payload of a connection: is it (possibly) an RFB session?
+fn decide(dir: Dir, data: &[u8], ctx: &Ctx<'_>) -> Content {
+    let new = || Content::Session(Box::new(Session::new(&ctx.origin)));
+    let midstream = || Content::Session(Box::new(Session::new_midstream(&ctx.origin)));
+    let vnc_port = ctx.ports.contains(ctx.origin.server.port());
+    match dir {
+        // The server speaks first in RFB: its banner decides.
+        Dir::ServerToClient if could_be_banner(data) => new(),
+        Dir::ServerToClient if !ctx.syn_seen && vnc_port => midstream(),
+        Dir::ServerToClient => Content::Ignored,
+        // A client seen from its SYN: its version waits for the server's banner. A client
+        // that speaks first with anything else is not an RFB client.
+        Dir::ClientToServer if ctx.syn_seen && (vnc_port || could_be_banner(data)) => new(),
+        Dir::ClientToServer if ctx.syn_seen => Content::Ignored,
+        Dir::ClientToServer if vnc_port => midstream(),
+        Dir::ClientToServer => Content::Undecided,
+    }
+}
+
+/// The capture agent's analysis state.
+pub struct Agent {
+    config: AgentConfig,
+    flows: FlowMap<Connection>,
+    events: Vec<SessionEvent>,
+    budget: BufferBudget,
+    stats: CaptureStats,
+    now: Nanos,
+    next_sweep: Option<Nanos>,
+    stats_interval: Nanos,
+    idle_timeout: Nanos,
+    linger: Nanos,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Agent {
+        Agent {
+            budget: BufferBudget {
+                used: 0,
+                limit: config.max_buffered_total,
+            },
+            stats_interval: ns(config.stats_interval).max(1),
+            idle_timeout: ns(config.idle_timeout).max(1),
+            linger: ns(config.close_linger),
+            flows: FlowMap::default(),
+            events: Vec::new(),
+            stats: CaptureStats::default(),
+            now: i64::MIN,
+            next_sweep: None,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// Events produced so far, in order; the caller publishes them.
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, SessionEvent> {
+        self.events.drain(..)
+    }
+
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    pub fn stats(&self) -> CaptureStats {
+        let mut s = self.stats;
+        s.flows_active = self.flows.len() as u64;
+        s.sessions_active = self
+            .flows
+            .values()
+            .filter(|c| matches!(&c.content, Content::Session(s) if s.is_started()))
+            .count() as u64;
+        s.buffered_bytes = self.budget.used as u64;
+        s
+    }
+
+    /// A heartbeat with the capture counters.
+    pub fn heartbeat(
+        &self,
+        hostname: &str,
+        started_at: Timestamp,
+        time: Timestamp,
+        pcap_drops: u64,
+        capture_sources: Vec<String>,
+    ) -> AgentHeartbeat {
+        let s = self.stats();
+        AgentHeartbeat {
+            agent_id: self.config.agent_id.clone(),
+            hostname: hostname.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            time,
+            started_at,
+            packets: s.packets as i64,
+            bytes: s.bytes as i64,
+            pcap_drops: pcap_drops as i64,
+            flows_active: s.flows_active as i64,
+            flows_evicted: s.flows_evicted as i64,
+            sessions_active: s.sessions_active as i64,
+            sessions_total: s.sessions_total as i64,
+            parse_errors: s.parse_errors as i64,
+            enforcing: false,
+            capture_sources,
+        }
+    }
+
+    /// One captured frame.
+    pub fn handle_packet(&mut self, packet: &Packet<'_>) {
+        self.stats.packets += 1;
+        self.stats.bytes += u64::from(packet.orig_len.max(packet.data.len() as u32));
+        match decode::tcp_segment(packet.link, packet.data) {
+            Ok(seg) => self.handle_segment(packet.ts, &seg),
+            Err(decode::Skipped::LinkType) => {
+                self.stats.unsupported_link += 1;
+                self.advance(packet.ts);
+            }
+            Err(decode::Skipped::Malformed) => {
+                self.stats.malformed += 1;
+                self.advance(packet.ts);
+            }
+            Err(decode::Skipped::NotTcp) => {
+                self.stats.not_tcp += 1;
+                self.advance(packet.ts);
+            }
+        }
+    }
+
+    /// Moves capture time forward, running the periodic sweep when due. Live capture calls this
+    /// with the wall clock when no packets arrive.
+    pub fn advance(&mut self, now: Nanos) {
+        if now > self.now {
+            self.now = now;
+        }
+        match self.next_sweep {
+            None => self.next_sweep = Some(self.now.saturating_add(SWEEP_INTERVAL)),
+            Some(due) if self.now >= due => {
+                self.sweep();
+                self.next_sweep = Some(self.now.saturating_add(SWEEP_INTERVAL));
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// One TCP segment.
+    pub fn handle_segment(&mut self, ts: Nanos, seg: &TcpSegment<'_>) {
+        self.stats.tcp_segments += 1;
+        self.advance(ts);
+        let key = FlowKey::new(seg.src, seg.src_port, seg.dst, seg.dst_port);
+
+        // A new SYN on a tuple whose connection is over (or silent) starts a new connection.
+        if seg.syn && !seg.ack_flag {
+            if let Some(conn) = self.flows.get(&key) {
+                let reused =
+                    conn.is_closing() || conn.streams.iter().any(|s| s.counters.delivered > 0);
+                if reused {
+                    if let Some(old) = self.flows.remove(&key) {
+                        let reason = if old.is_closing() {
+                            old.close_reason()
+                        } else {
+                            EndReason::IdleTimeout
+                        };
+                        self.end_connection(old, reason);
+                    }
+                }
+            }
+        }
+
+        if !self.flows.contains_key(&key) {
+            if seg.rst || (!seg.syn && seg.payload.is_empty()) {
+                return;
+            }
+            if !self.config.any_port
+                && !self.config.ports.contains(seg.src_port)
+                && !self.config.ports.contains(seg.dst_port)
+            {
+                return;
+            }
+            if self.flows.len() >= self.config.max_flows {
+                self.evict();
+            }
+            let ports = &self.config.ports;
+            let src = SocketAddr::new(seg.src, seg.src_port);
+            let dst = SocketAddr::new(seg.dst, seg.dst_port);
+            let (client, server) = orientation(seg, src, dst, ports);
+            self.flows.insert(key, Connection::new(client, server, ts));
+            self.stats.flows_created += 1;
+        }
+        let Some(conn) = self.flows.get_mut(&key) else {
+            return;
+        };
+        conn.last_packet = conn.last_packet.max(ts);
+        let mut dir = conn.direction(seg.src, seg.src_port);
+
+        // Mid-stream pickup without a VNC port to go by: the side sending a banner is the server.
+        if !conn.syn_seen
+            && matches!(conn.content, Content::Undecided)
+            && dir == Dir::ClientToServer
+            && !self.config.ports.contains(conn.server.port())
+            && seg.payload.len() >= 4
+            && could_be_banner(seg.payload)
+            && !conn.streams[1].is_synced()
+        {
+            conn.swap_roles();
+            dir = Dir::ServerToClient;
+        }
+
+        let d = dir.index();
+        conn.packets[d] += 1;
+        if seg.syn && !seg.ack_flag && dir == Dir::ClientToServer {
+            conn.syn_seen = true;
+        }
+        if seg.rst {
+            conn.rst = true;
+        }
+        if seg.fin {
+            conn.fin[d] = true;
+        }
+        if matches!(conn.content, Content::Ignored) {
+            return;
+        }
+
+        let ctx = Ctx::of(&self.config, self.stats_interval, conn);
+        let Connection {
+            streams, content, ..
+        } = conn;
+        let [c2s, s2c] = streams;
+        let (mine, peer) = match dir {
+            Dir::ClientToServer => (c2s, s2c),
+            Dir::ServerToClient => (s2c, c2s),
+        };
+        // The acknowledgement first: it speaks of the peer's earlier bytes.
+        if seg.ack_flag {
+            peer.acknowledged(seg.ack, &mut self.budget, &mut |chunk| {
+                deliver(content, dir.other(), chunk, &ctx)
+            });
+        }
+        mine.accept(
+            seg.seq,
+            seg.syn,
+            seg.fin,
+            seg.payload,
+            seg.missing,
+            self.config.max_buffered_per_flow,
+            &mut self.budget,
+            &mut |chunk| deliver(content, dir, chunk, &ctx),
+        );
+
+        if let Content::Session(s) = &mut conn.content {
+            let traffic = traffic_of(conn.packets, &conn.streams);
+            let before = self.events.len();
+            s.poll(ts, &traffic, &mut self.events);
+            self.stats.sessions_total += self.events[before..]
+                .iter()
+                .filter(|e| e.kind == SessionEventKind::Started)
+                .count() as u64;
+        } else if matches!(conn.content, Content::Ignored) {
+            for s in &mut conn.streams {
+                s.release(&mut self.budget);
+            }
+        }
+    }
+
+    /// Stats events, and the end of closed and idle connections. Connections are visited in
+    /// the order they started, so a replayed capture emits the same events in the same order.
+    fn sweep(&mut self) {
+        let now = self.now;
+        let (linger, idle) = (self.linger, self.idle_timeout);
+        let mut due: Vec<(Nanos, SocketAddr, SocketAddr, FlowKey, bool)> = Vec::new();
+        for (key, conn) in self.flows.iter() {
+            let quiet = now.saturating_sub(conn.last_packet);
+            let ended = (conn.is_closing() && quiet >= linger) || quiet >= idle;
+            let stats = matches!(&conn.content, Content::Session(s) if s.stats_due(now));
+            if ended || stats {
+                due.push((conn.first_packet, conn.client, conn.server, *key, ended));
+            }
+        }
+        due.sort_unstable();
+        for (_, _, _, key, ended) in due {
+            if ended {
+                if let Some(conn) = self.flows.remove(&key) {
+                    let reason = if conn.is_closing() {
+                        conn.close_reason()
+                    } else {
+                        EndReason::IdleTimeout
+                    };
+                    self.end_connection(conn, reason);
+                }
+            } else if let Some(conn) = self.flows.get_mut(&key) {
+                if let Content::Session(s) = &mut conn.content {
+                    let traffic = traffic_of(conn.packets, &conn.streams);
+                    s.tick(now, &traffic, &mut self.events);
+                }
+            }
+        }
+    }
+
+    /// Evicts the least recently active sixteenth of the flow table.
+    fn evict(&mut self) {
+        let n = (self.flows.len() / 16).max(1);
+        let mut ages: Vec<(Nanos, FlowKey)> = self
+            .flows
+            .iter()
+            .map(|(k, c)| (c.last_packet, *k))
+            .collect();
+        if n < ages.len() {
+            ages.select_nth_unstable(n - 1);
+            ages.truncate(n);
+        }
+        ages.sort_unstable();
+        for (_, key) in ages {
+            if let Some(conn) = self.flows.remove(&key) {
+                self.stats.flows_evicted += 1;
+                let reason = if conn.is_closing() {
+                    conn.close_reason()
+                } else {
+                    EndReason::Evicted
+                };
+                self.end_connection(conn, reason);
+            }
+        }
+    }
+
+    /// Flushes a connection's reassembly (holes become gaps) and ends its session.
+    fn end_connection(&mut self, mut conn: Connection, reason: EndReason) {
+        let ctx = Ctx::of(&self.config, self.stats_interval, &conn);
+        {
+            let Connection {
+                streams, content, ..
+            } = &mut conn;
+            for (i, stream) in streams.iter_mut().enumerate() {
+                let dir = if i == 0 {
+                    Dir::ClientToServer
+                } else {
+                    Dir::ServerToClient
+                };
+                stream.flush(&mut self.budget, &mut |chunk| {
+                    deliver(content, dir, chunk, &ctx)
+                });
+                stream.release(&mut self.budget);
+            }
+        }
+        let traffic = traffic_of(conn.packets, &conn.streams);
+        self.stats.gap_bytes += traffic.gap_bytes;
+        if let Content::Session(s) = &mut conn.content {
+            let before = self.events.len();
+            s.end(reason, conn.last_packet, &traffic, &mut self.events);
+            let new = &self.events[before..];
+            self.stats.sessions_total += new
+                .iter()
+                .filter(|e| e.kind == SessionEventKind::Started)
+                .count() as u64;
+            if let Some(last) = new.last() {
+                self.stats.parse_errors += last.summary.parse_errors as u64;
+            }
+        }
+    }
+
+    /// Ends every connection: closed ones with `fin`/`rst`, the others with `reason`
+    /// (`capture_end` at the end of a file, `shutdown` when the agent stops).
+    pub fn finish(&mut self, reason: EndReason) {
+        let mut conns: Vec<Connection> = self.flows.drain().map(|(_, c)| c).collect();
+        // Deterministic order: by first packet, then by address.
+        conns.sort_by(|a, b| {
+            (a.first_packet, a.client, a.server).cmp(&(b.first_packet, b.client, b.server))
+        });
+        for conn in conns {
+            let r = if conn.is_closing() {
+                conn.close_reason()
+            } else {
+                reason
+            };
+            self.end_connection(conn, r);
+        }
+    }
+}
+
+fn traffic_of(packets: [u64; 2], streams: &[crate::flow::reassembly::HalfStream; 2]) -> Traffic {
+    Traffic {
+        packets,
+        bytes: [streams[0].counters.delivered, streams[1].counters.delivered],
+        gap_bytes: streams[0].counters.gap + streams[1].counters.gap,
+    }
+}
+
+/// Who is the client of a connection first seen with this segment: the SYN's sender, else the
+/// side away from a VNC port, else (any-port mode, mid-stream) the sender of an RFB banner is
+/// the server, else the higher port is the client.
+fn orientation(
+    seg: &TcpSegment<'_>,
+    src: SocketAddr,
+    dst: SocketAddr,
+    ports: &PortSet,
+) -> (SocketAddr, SocketAddr) {
+    if seg.syn {
+        return if seg.ack_flag { (dst, src) } else { (src, dst) };
+    }
+    match (ports.contains(src.port()), ports.contains(dst.port())) {
+        (false, true) => (src, dst),
+        (true, false) => (dst, src),
+        _ if seg.payload.len() >= 4 && could_be_banner(seg.payload) => (dst, src),
+        _ if src.port() > dst.port() => (src, dst),
+        _ => (dst, src),
+    }
+}

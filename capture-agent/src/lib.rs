@@ -1,0 +1,104 @@
+//! vncguard's capture agent: watches VNC (RFB) traffic on an interface or in a capture file and
+//! emits one [`schemas::SessionEvent`] stream per RFB session.
+//!
+//! The path of a packet, one module per step:
+//! - [`capture`]: frames from a pcap/pcapng file ([`capture::file`]) or libpcap
+//!   ([`capture::live`]), decoded to TCP segments ([`capture::decode`]);
+//! - [`flow`]: connections, their orientation and TCP reassembly per direction
+//!   ([`flow::reassembly`]), bounded in flows and buffered bytes;
+//! - [`rfb`]: pure RFB parsers ([`rfb::parser`]) and the per-direction state machine
+//!   ([`rfb::state`]);
+//! - [`session`]: accounting into [`schemas::SessionSummary`] and the events;
+//! - [`agent`]: the loop that ties them together, sweeps on capture time and evicts;
+//! - [`output`]: where events go ([`output::EventSink`]; JSON lines on stdout).
+//!
+//! Run over a file: [`analyze_file`] with any [`output::EventSink`] (a `Vec<SessionEvent>`
+//! collects them). Packet counts count every TCP segment of a connection; byte counts count
+//! payload bytes in stream order, each once (see [`session`]).
+
+pub mod agent;
+pub mod capture;
+pub mod config;
+pub mod flow;
+pub mod output;
+pub mod rfb;
+pub mod session;
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use agent::{Agent, CaptureStats};
+pub use capture::CaptureError;
+pub use config::{AgentConfig, PortSet};
+pub use output::{EventSink, JsonLines, SinkError};
+pub use session::EndReason;
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The capture could not be read further; the sessions read so far were emitted.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("event sink: {0}")]
+    Sink(SinkError),
+}
+
+/// Analyses a capture file and emits its events to `sink`. Open sessions are ended with
+/// `capture_end` at the end of the file — and also when the file is truncated or corrupt, in
+/// which case the error (naming the byte offset) is returned after every event went out.
+pub fn analyze_file(
+    path: &Path,
+    config: &AgentConfig,
+    sink: &mut dyn EventSink,
+) -> Result<CaptureStats, RunError> {
+    let file = capture::file::CaptureFile::open(path)?;
+    analyze_capture(file, config, sink, None)
+}
+
+/// [`analyze_file`] over any reader, stopping early (sessions ended with `shutdown`) when `stop`
+/// becomes true.
+pub fn analyze_capture<R: Read>(
+    mut file: capture::file::CaptureFile<R>,
+    config: &AgentConfig,
+    sink: &mut dyn EventSink,
+    stop: Option<&AtomicBool>,
+) -> Result<CaptureStats, RunError> {
+    let mut agent = Agent::new(config.clone());
+    let mut end = EndReason::CaptureEnd;
+    let mut failure = None;
+    let mut count: u64 = 0;
+    loop {
+        match file.next_packet() {
+            Ok(Some(packet)) => agent.handle_packet(&packet),
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+        if agent.has_events() {
+            publish(&mut agent, sink)?;
+        }
+        count += 1;
+        if count.is_multiple_of(4096) && stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            end = EndReason::Shutdown;
+            break;
+        }
+    }
+    agent.finish(end);
+    publish(&mut agent, sink)?;
+    sink.flush().map_err(RunError::Sink)?;
+    match failure {
+        Some(e) => Err(RunError::Capture(e)),
+        None => Ok(agent.stats()),
+    }
+}
+
+/// Hands the agent's pending events to the sink.
+pub fn publish(agent: &mut Agent, sink: &mut dyn EventSink) -> Result<(), RunError> {
+    for event in agent.drain_events() {
+        sink.session_event(&event).map_err(RunError::Sink)?;
+    }
+    Ok(())
+}
