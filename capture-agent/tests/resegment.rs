@@ -155,3 +155,45 @@ proptest! {
         }
     }
 }
+
+/// Flips random payload bytes and cuts random segments short, as a damaged or hostile stream
+/// would look.
+fn damage(segments: &[Seg], seed: u64) -> Vec<Seg> {
+    let mut rng = Rng(seed | 1);
+    segments
+        .iter()
+        .map(|seg| {
+            let mut seg = seg.clone();
+            if !seg.payload.is_empty() && rng.chance(10) {
+                for _ in 0..=rng.below(4) {
+                    let at = rng.below(seg.payload.len());
+                    seg.payload[at] = rng.next() as u8;
+                }
+                if rng.chance(10) {
+                    let keep = rng.below(seg.payload.len());
+                    seg.payload.truncate(keep);
+                }
+            }
+            seg
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Damaged streams never panic and keep the accounting consistent.
+    #[test]
+    fn damaged_streams_never_panic(index in 0usize..64, seed in any::<u64>()) {
+        let caps = captures();
+        let cap = &caps[index % caps.len()];
+        let damaged = damage(&cap.segments, seed);
+        for s in common::analyse_segments(&damaged, &common::config(true)) {
+            prop_assert!(s.end_reason.is_some());
+            prop_assert!(s.bytes_c2s >= 0 && s.bytes_s2c >= 0 && s.gap_bytes >= 0);
+            if s.parse_errors > 0 {
+                prop_assert!(s.desynced, "{} seed {}", cap.name, seed);
+            }
+        }
+    }
+}

@@ -590,4 +590,36 @@ mod tests {
         let err = f.next_packet().unwrap_err();
         assert_eq!(err.offset(), Some(second_epb as u64), "{err}");
     }
+
+    proptest::proptest! {
+        /// Garbage after a valid file header ends in packets, a clean end or an error: never a
+        /// panic or a loop.
+        #[test]
+        fn garbage_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            ng in proptest::prelude::any::<bool>(),
+        ) {
+            let mut bytes = if ng {
+                let mut shb = Vec::new();
+                shb.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
+                shb.extend_from_slice(&[1, 0, 0, 0]);
+                shb.extend_from_slice(&u64::MAX.to_le_bytes());
+                let mut out = block(0x0a0d_0d0a, &shb);
+                let mut idb = vec![1, 0, 0, 0];
+                idb.extend_from_slice(&0u32.to_le_bytes());
+                out.extend(block(1, &idb));
+                out
+            } else {
+                pcap(false, false, &[])
+            };
+            bytes.extend_from_slice(&body);
+            let mut f = CaptureFile::new(&bytes[..]).unwrap();
+            for _ in 0..=bytes.len() {
+                match f.next_packet() {
+                    Ok(Some(p)) => proptest::prop_assert!(p.data.len() <= bytes.len()),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
 }

@@ -1502,4 +1502,50 @@ mod tests {
         assert!(!st.is_desynced(S));
         assert!(log.0.contains(&"s Resync".to_string()));
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes after a real handshake, in arbitrary pieces: no panic, and what a
+        /// direction keeps stays within its bounds.
+        #[test]
+        fn arbitrary_messages_never_panic(
+            server in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            client in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024),
+            cuts in proptest::collection::vec(1usize..64, 1..32),
+        ) {
+            let mut st = RfbState::new();
+            let mut log = Log::default();
+            let mut init = vec![4, 0, 3, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0];
+            init.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+            for (d, b) in [
+                (S, &b"RFB 003.008\n"[..]),
+                (C, b"RFB 003.008\n"),
+                (S, &[1, 1]),
+                (C, &[1]),
+                (S, &[0, 0, 0, 0]),
+                (C, &[1]),
+                (S, &init),
+            ] {
+                st.feed(d, b, &mut log);
+            }
+            let (mut s_at, mut c_at) = (0, 0);
+            for (i, cut) in cuts.iter().cycle().take(400).enumerate() {
+                if i % 2 == 0 && s_at < server.len() {
+                    let end = (s_at + cut * 7).min(server.len());
+                    st.feed(S, &server[s_at..end], &mut log);
+                    s_at = end;
+                } else if c_at < client.len() {
+                    let end = (c_at + cut).min(client.len());
+                    st.feed(C, &client[c_at..end], &mut log);
+                    c_at = end;
+                }
+                if i % 11 == 0 {
+                    st.gap(S, *cut as u64, &mut log);
+                }
+            }
+            st.finish(&mut log);
+            for h in &st.halves {
+                proptest::prop_assert!(h.buf.len() <= MAX_PENDING);
+            }
+        }
+    }
 }
