@@ -1,0 +1,176 @@
+"""Compares vncguard's Isolation Forest with scikit-learn's on the same data.
+
+Both fit 100 trees on 256-row subsamples of each whole data set (unsupervised) and score
+its rows. The AUC of both score files is computed here, by the same code, with the
+labelled anomalies as positives, and averaged over several seeds because two forests
+grown from different random streams differ a little.
+
+On digits vncguard's AUC runs about 0.006 above scikit-learn's (0.0062 +- 0.0029 over
+600 seeds). That gap is scikit-learn's random generator, not the algorithm: with the
+feature and threshold draws taken from scikit-learn's 31-bit xorshift (our_rand_r)
+instead of xoshiro256**, an experiment not kept, vncguard lands 0.0005 +- 0.0029 from it.
+
+Scoring speed is the best pass, on one thread for both, over the same --timing-rows rows
+drawn at random (with replacement) from the data set. Not the data set tiled: a sequence
+of rows that repeats lets the branch predictor learn scikit-learn's tree walks, which
+inflated its speed about 2.5x on the small data sets, a speed no live traffic would see.
+"""
+
+import argparse
+import json
+import math
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.datasets import load_breast_cancer, load_digits, load_wine, make_blobs
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import roc_auc_score
+
+N_TREES = 100
+SUBSAMPLE_SIZE = 256
+TIMING_BUDGET_SECONDS = 1.0
+MIN_TIMING_PASSES = 3
+
+
+def labelled_datasets():
+    """(name, features, is_anomaly) for data sets that ship with scikit-learn."""
+    cancer = load_breast_cancer()
+    wine = load_wine()
+    digits = load_digits()
+    # Three Gaussian blobs of sessions and a sprinkle of uniform outliers over the box that
+    # bounds them, the shape of traffic Isolation Forest is meant for. Some outliers land
+    # inside a blob, which keeps the AUC (about 0.96) off the ceiling where it could not
+    # tell two implementations apart.
+    rng = np.random.default_rng(0)
+    blobs, _ = make_blobs(
+        n_samples=10_000, n_features=4, centers=3, cluster_std=2.0, random_state=0
+    )
+    outliers = rng.uniform(blobs.min(axis=0), blobs.max(axis=0), size=(300, blobs.shape[1]))
+    return [
+        # Malignant (212 of 569) is the minority class.
+        ("breast_cancer", cancer.data, cancer.target == 0),
+        # Cultivar 2 (48 of 178) against the other two.
+        ("wine", wine.data, wine.target == 2),
+        # Digit 0 (178 of 1797) against the other nine; 64 pixels, many constant.
+        ("digits_0_vs_rest", digits.data, digits.target == 0),
+        (
+            "blobs_uniform",
+            np.vstack([blobs, outliers]),
+            np.r_[np.zeros(len(blobs), bool), np.ones(len(outliers), bool)],
+        ),
+    ]
+
+
+def best_rows_per_second(score_rows, n_rows):
+    score_rows()
+    started = time.perf_counter()
+    best, passes = 0.0, 0
+    while passes < MIN_TIMING_PASSES or time.perf_counter() - started < TIMING_BUDGET_SECONDS:
+        pass_started = time.perf_counter()
+        score_rows()
+        best = max(best, n_rows / (time.perf_counter() - pass_started))
+        passes += 1
+    return best
+
+
+def vncguard_scores(bench_binary, features_csv, scores_path, seed, timing_csv=None):
+    command = [
+        str(bench_binary),
+        "--input", str(features_csv),
+        "--scores", str(scores_path),
+        "--seed", str(seed),
+    ]
+    if timing_csv:
+        command += ["--timing-input", str(timing_csv)]
+    report = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    return np.loadtxt(scores_path, ndmin=1), report
+
+
+def compare(name, features, is_anomaly, args):
+    features_csv = args.work_dir / f"{name}.csv"
+    # 17 significant digits: both sides read back exactly the same doubles.
+    np.savetxt(features_csv, features, delimiter=",", fmt="%.17g")
+    timing_rows = features[np.random.default_rng(1).integers(0, len(features), args.timing_rows)]
+    timing_csv = args.work_dir / f"{name}.timing.csv"
+    np.savetxt(timing_csv, timing_rows, delimiter=",", fmt="%.17g")
+    scores_path = args.work_dir / f"{name}.scores"
+
+    sklearn_aucs, vncguard_aucs = [], []
+    for seed in range(args.seeds):
+        forest = IsolationForest(
+            n_estimators=N_TREES, max_samples=SUBSAMPLE_SIZE, random_state=seed, n_jobs=1
+        ).fit(features)
+        sklearn_aucs.append(roc_auc_score(is_anomaly, -forest.score_samples(features)))
+        scores, report = vncguard_scores(
+            args.bench_binary, features_csv, scores_path, seed, timing_csv if seed == 0 else None
+        )
+        assert len(scores) == len(features), f"{name}: {len(scores)} scores"
+        vncguard_aucs.append(roc_auc_score(is_anomaly, scores))
+        if seed == 0:
+            vncguard_rate = report["scoring_rows_per_second"]
+            sklearn_rate = best_rows_per_second(
+                lambda: forest.score_samples(timing_rows), len(timing_rows)
+            )
+
+    sklearn_auc, vncguard_auc = np.mean(sklearn_aucs), np.mean(vncguard_aucs)
+    # Two standard errors of the difference of the two means: how far apart two faithful
+    # implementations may land by chance alone.
+    noise = 2 * math.sqrt((np.var(sklearn_aucs) + np.var(vncguard_aucs)) / args.seeds)
+    return {
+        "dataset": name,
+        "rows": len(features),
+        "features": features.shape[1],
+        "auc_sklearn": sklearn_auc,
+        "auc_vncguard": vncguard_auc,
+        "auc_diff": abs(sklearn_auc - vncguard_auc),
+        "auc_noise": noise,
+        "rows_per_s_sklearn": sklearn_rate,
+        "rows_per_s_vncguard": vncguard_rate,
+        "speedup": vncguard_rate / sklearn_rate,
+    }
+
+
+def print_table(results, args):
+    header = (
+        f"{'dataset':<18} {'rows':>6} {'feat':>4} {'AUC sklearn':>11} {'AUC vncguard':>12} "
+        f"{'|diff|':>7} {'2σ noise':>8} {'rows/s sklearn':>14} {'rows/s vncguard':>15} {'speedup':>7}"
+    )
+    print(
+        f"Isolation Forest, {N_TREES} trees, subsample {SUBSAMPLE_SIZE}; AUC mean of "
+        f"{args.seeds} seeds; rows/s on one core, best pass over {args.timing_rows} resampled rows"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r['dataset']:<18} {r['rows']:>6} {r['features']:>4} {r['auc_sklearn']:>11.4f} "
+            f"{r['auc_vncguard']:>12.4f} {r['auc_diff']:>7.4f} {r['auc_noise']:>8.4f} "
+            f"{r['rows_per_s_sklearn']:>14,.0f} "
+            f"{r['rows_per_s_vncguard']:>15,.0f} {r['speedup']:>6.1f}x"
+        )
+
+
+def main():
+    # Wine has fewer rows than the subsample; both sides then use every row, as intended.
+    warnings.filterwarnings("ignore", message="max_samples .* is greater than")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench-binary", type=Path, required=True)
+    parser.add_argument("--work-dir", type=Path, required=True)
+    # The AUC of one 100-tree forest has a standard deviation of up to 0.05 from seed to
+    # seed on the small data sets; 500 seeds bring two standard errors of the difference
+    # down to about 0.006.
+    parser.add_argument("--seeds", type=int, default=500, help="forests per side for the AUC mean")
+    parser.add_argument("--timing-rows", type=int, default=50_000)
+    args = parser.parse_args()
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+
+    results = [compare(*dataset, args) for dataset in labelled_datasets()]
+    print_table(results, args)
+    (args.work_dir / "results.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,372 @@
+use scorer::forest::{
+    average_path_length, ForestError, ForestParams, IsolationForest, MODEL_FORMAT_VERSION,
+};
+
+const N_FEATURES: usize = 3;
+
+/// Deterministic standard normal draws (xorshift + Box-Muller), so the tests need no
+/// random-number crate and always see the same data.
+struct Gaussian {
+    state: u64,
+}
+
+impl Gaussian {
+    fn new(seed: u64) -> Self {
+        Self {
+            state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+        }
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        ((self.state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn sample(&mut self) -> f64 {
+        let radius = (-2.0 * self.uniform().ln()).sqrt();
+        radius * (std::f64::consts::TAU * self.uniform()).cos()
+    }
+}
+
+/// `n_rows` rows of a standard Gaussian cluster around the origin, row-major.
+fn gaussian_cluster(n_rows: usize, seed: u64) -> Vec<f64> {
+    let mut gaussian = Gaussian::new(seed);
+    (0..n_rows * N_FEATURES)
+        .map(|_| gaussian.sample())
+        .collect()
+}
+
+fn feature_names() -> Vec<String> {
+    ["bytes_in", "bytes_out", "auth_failures"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn fit_cluster(seed: u64) -> (Vec<f64>, IsolationForest) {
+    let rows = gaussian_cluster(1000, 7);
+    let params = ForestParams {
+        seed,
+        ..ForestParams::default()
+    };
+    let forest = IsolationForest::fit(&rows, N_FEATURES, feature_names(), &params).unwrap();
+    (rows, forest)
+}
+
+fn scores(forest: &IsolationForest, rows: &[f64]) -> Vec<f64> {
+    let mut out = Vec::new();
+    forest.score_batch(rows, &mut out);
+    out
+}
+
+#[test]
+fn average_path_length_matches_known_values() {
+    assert_eq!(average_path_length(0), 0.0);
+    assert_eq!(average_path_length(1), 0.0);
+    assert_eq!(average_path_length(2), 1.0);
+    // 2 (ln 2 + γ) - 4/3, and the normaliser of a 256-row subsample, both as scikit-learn's
+    // _average_path_length gives them.
+    assert!((average_path_length(3) - 1.207_392_357_589_623).abs() < 1e-12);
+    assert!((average_path_length(256) - 10.244_770_920_119_917).abs() < 1e-12);
+}
+
+#[test]
+fn hand_written_model_scores_by_the_formula() {
+    // One tree: the root splits feature 1 at 0.5; 3 of the 4 subsample rows went left.
+    let json = format!(
+        r#"{{"format_version":{MODEL_FORMAT_VERSION},
+            "feature_names":["bytes_in","bytes_out","auth_failures"],
+            "params":{{"n_trees":1,"subsample_size":256,"seed":0,"max_depth":null}},
+            "training_rows":4,
+            "trees":[[{{"split":{{"feature":1,"threshold":0.5,"left":1}}}},
+                      {{"leaf":{{"rows":3}}}},
+                      {{"leaf":{{"rows":1}}}}]]}}"#
+    );
+    let forest = IsolationForest::from_json(&json).unwrap();
+    // The subsample is min(256, 4 training rows) = 4, so scores are normalised by c(4).
+    let c4 = 2.0 * (3f64.ln() + 0.577_215_664_901_532_9) - 1.5;
+    let left = 2f64.powf(-(1.0 + average_path_length(3)) / c4);
+    let right = 2f64.powf(-1.0 / c4);
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert!(
+        close(forest.score(&[9.0, 0.5, 9.0]), left),
+        "the threshold goes left"
+    );
+    assert!(close(forest.score(&[9.0, 0.49, 9.0]), left));
+    assert!(
+        close(forest.score(&[9.0, f64::NAN, 9.0]), left),
+        "NaN goes left"
+    );
+    assert!(close(forest.score(&[9.0, 0.51, 9.0]), right));
+    assert!(close(forest.score(&[9.0, f64::INFINITY, 9.0]), right));
+}
+
+#[test]
+fn same_seed_gives_same_forest_and_another_seed_does_not() {
+    let (rows, first) = fit_cluster(3);
+    let (_, second) = fit_cluster(3);
+    let (_, other_seed) = fit_cluster(4);
+    assert_eq!(first.to_json().unwrap(), second.to_json().unwrap());
+    assert_eq!(scores(&first, &rows), scores(&second, &rows));
+    assert_ne!(scores(&first, &rows), scores(&other_seed, &rows));
+}
+
+#[test]
+fn clear_outlier_scores_above_every_inlier() {
+    let (rows, forest) = fit_cluster(0);
+    let outlier = [8.0, -8.0, 8.0];
+    let outlier_score = forest.score(&outlier);
+    assert!(outlier_score > 0.6, "outlier scored {outlier_score}");
+    let highest_inlier = scores(&forest, &rows).into_iter().fold(0.0, f64::max);
+    assert!(
+        outlier_score > highest_inlier,
+        "outlier {outlier_score} <= inlier {highest_inlier}"
+    );
+}
+
+#[test]
+fn dense_cluster_points_score_as_normal() {
+    let (_, forest) = fit_cluster(0);
+    // Fresh points from the cluster's core, not the training rows themselves.
+    let core: Vec<f64> = gaussian_cluster(200, 99)
+        .into_iter()
+        .map(|value| value * 0.3)
+        .collect();
+    for score in scores(&forest, &core) {
+        assert!(score < 0.55, "core point scored {score}");
+        assert!(score > 0.0);
+    }
+}
+
+#[test]
+fn batch_scores_equal_row_by_row_scores() {
+    let (rows, forest) = fit_cluster(0);
+    // 1000 rows: whole blocks plus a remainder.
+    let row_by_row: Vec<f64> = rows
+        .chunks_exact(N_FEATURES)
+        .map(|row| forest.score(row))
+        .collect();
+    assert_eq!(scores(&forest, &rows), row_by_row);
+}
+
+#[test]
+fn nan_goes_left_deterministically() {
+    let (_, forest) = fit_cluster(0);
+    let with_nan = [f64::NAN, 0.0, 0.0];
+    let score = forest.score(&with_nan);
+    assert_eq!(score, forest.score(&with_nan));
+    assert!(score > 0.0 && score <= 1.0);
+    // Going left at every split on feature 0 is what the most negative value does.
+    assert_eq!(score, forest.score(&[f64::MIN, 0.0, 0.0]));
+}
+
+#[test]
+fn json_round_trip_keeps_scores_identical() {
+    let (rows, forest) = fit_cluster(0);
+    let json = forest.to_json().unwrap();
+    let reloaded = IsolationForest::from_json(&json).unwrap();
+    assert_eq!(reloaded.feature_names(), feature_names());
+    assert_eq!(reloaded.params(), forest.params());
+    assert_eq!(reloaded.training_rows(), 1000);
+    assert_eq!(scores(&reloaded, &rows), scores(&forest, &rows));
+    assert_eq!(
+        reloaded.score(&[8.0, -8.0, 8.0]),
+        forest.score(&[8.0, -8.0, 8.0])
+    );
+    assert_eq!(reloaded.to_json().unwrap(), json);
+}
+
+#[test]
+fn serde_deserialize_validates_like_from_json() {
+    let (_, forest) = fit_cluster(0);
+    let json = serde_json::to_string(&forest).unwrap();
+    assert!(serde_json::from_str::<IsolationForest>(&json).is_ok());
+    let bumped = json.replace(
+        &format!("\"format_version\":{MODEL_FORMAT_VERSION}"),
+        &format!("\"format_version\":{}", MODEL_FORMAT_VERSION + 1),
+    );
+    assert!(serde_json::from_str::<IsolationForest>(&bumped).is_err());
+}
+
+#[test]
+fn bumped_format_version_is_refused() {
+    let (_, forest) = fit_cluster(0);
+    let json = forest.to_json().unwrap();
+    let current = format!("\"format_version\":{MODEL_FORMAT_VERSION}");
+    assert!(json.contains(&current));
+    let bumped = json.replace(
+        &current,
+        &format!("\"format_version\":{}", MODEL_FORMAT_VERSION + 1),
+    );
+    match IsolationForest::from_json(&bumped) {
+        Err(ForestError::UnsupportedFormatVersion { found }) => {
+            assert_eq!(found, MODEL_FORMAT_VERSION + 1)
+        }
+        other => panic!("expected a version error, got {other:?}"),
+    }
+}
+
+#[test]
+fn truncated_model_file_is_an_error_at_every_length() {
+    let rows = gaussian_cluster(64, 1);
+    let params = ForestParams {
+        n_trees: 2,
+        subsample_size: 16,
+        ..ForestParams::default()
+    };
+    let json = IsolationForest::fit(&rows, N_FEATURES, feature_names(), &params)
+        .unwrap()
+        .to_json()
+        .unwrap();
+    for length in 0..json.len() {
+        let truncated = &json[..length];
+        assert!(
+            IsolationForest::from_json(truncated).is_err(),
+            "a file cut at {length} bytes loaded"
+        );
+    }
+}
+
+#[test]
+fn malformed_trees_are_errors() {
+    let rows = gaussian_cluster(64, 1);
+    let params = ForestParams {
+        n_trees: 1,
+        subsample_size: 16,
+        ..ForestParams::default()
+    };
+    let json = IsolationForest::fit(&rows, N_FEATURES, feature_names(), &params)
+        .unwrap()
+        .to_json()
+        .unwrap();
+    let file: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let root = file["trees"][0][0]["split"].clone();
+    assert!(root.is_object(), "the root of a 16-row tree splits");
+
+    type Corruption = fn(&mut serde_json::Value);
+    let corruptions: [(&str, Corruption); 7] = [
+        ("unknown feature", |file| {
+            file["trees"][0][0]["split"]["feature"] = 3.into()
+        }),
+        ("child before parent", |file| {
+            file["trees"][0][0]["split"]["left"] = 0.into()
+        }),
+        ("child out of range", |file| {
+            file["trees"][0][0]["split"]["left"] = 100_000.into()
+        }),
+        ("threshold not a number", |file| {
+            file["trees"][0][0]["split"]["threshold"] = serde_json::Value::Null
+        }),
+        ("empty leaf", |file| {
+            let last = file["trees"][0].as_array().unwrap().len() - 1;
+            file["trees"][0][last] = serde_json::json!({"leaf": {"rows": 0}})
+        }),
+        ("unreachable node", |file| {
+            file["trees"][0]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"leaf": {"rows": 1}}))
+        }),
+        ("tree count differs from params", |file| {
+            file["params"]["n_trees"] = 2.into()
+        }),
+    ];
+    for (what, corrupt) in corruptions {
+        let mut corrupted = file.clone();
+        corrupt(&mut corrupted);
+        let result = IsolationForest::from_json(&corrupted.to_string());
+        assert!(result.is_err(), "{what}: loaded");
+    }
+    // The untouched file still loads, so each error above comes from its corruption.
+    assert!(IsolationForest::from_json(&file.to_string()).is_ok());
+    // A NaN threshold has no JSON spelling; the literal is rejected by the parser.
+    let nan_threshold = json.replacen(
+        &format!("\"threshold\":{}", root["threshold"]),
+        "\"threshold\":NaN",
+        1,
+    );
+    assert_ne!(nan_threshold, json);
+    assert!(IsolationForest::from_json(&nan_threshold).is_err());
+}
+
+#[test]
+fn fit_rejects_bad_input() {
+    let params = ForestParams::default();
+    let fit = |rows: &[f64], n_features: usize, names: usize| {
+        IsolationForest::fit(rows, n_features, feature_names()[..names].to_vec(), &params)
+    };
+    assert!(matches!(fit(&[], 3, 3), Err(ForestError::EmptyInput)));
+    assert!(matches!(fit(&[1.0], 0, 0), Err(ForestError::NoFeatures)));
+    assert!(matches!(
+        fit(&[1.0, 2.0, 3.0, 4.0], 3, 3),
+        Err(ForestError::RaggedRows {
+            values: 4,
+            n_features: 3
+        })
+    ));
+    assert!(matches!(
+        fit(&[1.0, 2.0], 2, 3),
+        Err(ForestError::FeatureNamesMismatch { .. })
+    ));
+    for bad_value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let rows = [0.0, 1.0, 2.0, 3.0, bad_value, 5.0];
+        assert!(matches!(
+            fit(&rows, 3, 3),
+            Err(ForestError::NonFiniteValue {
+                row: 1,
+                feature: 1,
+                ..
+            })
+        ));
+    }
+    let no_trees = ForestParams {
+        n_trees: 0,
+        ..ForestParams::default()
+    };
+    assert!(matches!(
+        IsolationForest::fit(&[1.0, 2.0, 3.0], 3, feature_names(), &no_trees),
+        Err(ForestError::InvalidParams(_))
+    ));
+}
+
+#[test]
+fn constant_and_tiny_inputs_score_without_failing() {
+    // Every feature constant: no split is possible, every tree is a single leaf.
+    let constant = vec![1.0; 30 * N_FEATURES];
+    let forest = IsolationForest::fit(
+        &constant,
+        N_FEATURES,
+        feature_names(),
+        &ForestParams::default(),
+    )
+    .unwrap();
+    let expected = 2f64.powf(-1.0);
+    assert!((forest.score(&[1.0, 1.0, 1.0]) - expected).abs() < 1e-12);
+    assert!((forest.score(&[5.0, -5.0, 0.0]) - expected).abs() < 1e-12);
+    // One training row tells nothing: scikit-learn scores everything 0.5 then.
+    let single = IsolationForest::fit(
+        &[1.0, 2.0, 3.0],
+        N_FEATURES,
+        feature_names(),
+        &ForestParams::default(),
+    )
+    .unwrap();
+    assert_eq!(single.score(&[9.0, 9.0, 9.0]), 0.5);
+}
+
+#[test]
+fn subsample_and_depth_follow_params() {
+    let (rows, _) = fit_cluster(0);
+    let shallow = ForestParams {
+        max_depth: Some(0),
+        ..ForestParams::default()
+    };
+    // Depth 0: every row ends at the root leaf holding the whole subsample, path c(256).
+    let forest = IsolationForest::fit(&rows, N_FEATURES, feature_names(), &shallow).unwrap();
+    for score in scores(&forest, &rows[..30]) {
+        assert!((score - 0.5).abs() < 1e-12);
+    }
+    let file: serde_json::Value = serde_json::from_str(&forest.to_json().unwrap()).unwrap();
+    assert_eq!(file["trees"][0][0]["leaf"]["rows"], 256);
+}
