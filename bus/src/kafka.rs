@@ -1,0 +1,355 @@
+//! The bus on Kafka through rdkafka: consumer groups with manual offset storing, an idempotent
+//! producer (`acks=all`), and topic creation with the admin API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+use schemas::topics::{Retention, Topic};
+use telemetry::Counter;
+
+use crate::{BusArgs, BusError, Output, Record};
+
+/// Offsets this member committed, by (topic, partition): the next offset the group will read.
+pub type CommittedOffsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
+
+#[derive(Clone)]
+pub struct KafkaBus {
+    brokers: String,
+    properties: Vec<(String, String)>,
+    partitions: i32,
+    replication_factor: i32,
+}
+
+impl KafkaBus {
+    pub fn new(args: &BusArgs) -> Result<Self, BusError> {
+        Ok(KafkaBus {
+            brokers: args.kafka_brokers.clone(),
+            properties: args.passthrough_properties()?,
+            partitions: args.kafka_partitions,
+            replication_factor: args.kafka_replication_factor,
+        })
+    }
+
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// A consumer that starts at the end of its topics and commits nothing: for live fan-out
+    /// (every API instance sees every event) rather than processing.
+    pub fn tail_consumer(&self, topics: &[&str]) -> Result<KafkaConsumer, BusError> {
+        let group = format!("vncguard-tail-{}", unique_suffix());
+        let mut config = self.consumer_config(&group);
+        config.set("auto.offset.reset", "latest");
+        config.set("enable.auto.commit", "false");
+        self.subscribe(config, &group, topics)
+    }
+
+    fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        // Pass-through properties win over our defaults.
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    fn subscribe(
+        &self,
+        config: ClientConfig,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<KafkaConsumer, BusError> {
+        let committed = CommittedOffsets::default();
+        let context = GroupContext {
+            group: group.to_string(),
+            committed: committed.clone(),
+        };
+        let consumer: StreamConsumer<GroupContext> = config.create_with_context(context)?;
+        consumer.subscribe(topics)?;
+        Ok(KafkaConsumer {
+            consumer: Arc::new(consumer),
+            committed,
+            store_errors: telemetry::counter(
+                "vncguard_bus_offset_store_errors_total",
+                "Offsets that could not be stored (partition revoked meanwhile); the records are redelivered.",
+                &[("group", group)],
+            ),
+            receive_errors: telemetry::counter(
+                "vncguard_bus_receive_errors_total",
+                "Errors returned by the Kafka consumer.",
+                &[("group", group)],
+            ),
+        })
+    }
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos}", std::process::id())
+}
+
+impl crate::Bus for KafkaBus {
+    type Consumer = KafkaConsumer;
+    type Producer = KafkaProducer;
+
+    fn consumer(&self, group: &str, topics: &[&str]) -> Result<KafkaConsumer, BusError> {
+        self.subscribe(self.consumer_config(group), group, topics)
+    }
+
+    fn producer(&self) -> Result<KafkaProducer, BusError> {
+        let mut config = self.client_config();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000");
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        Ok(KafkaProducer {
+            producer: config.create()?,
+        })
+    }
+
+    async fn ensure_topics(&self, topics: &[Topic]) -> Result<(), BusError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let configs: Vec<Vec<(&str, String)>> = topics.iter().map(Topic::configs).collect();
+        let new_topics: Vec<NewTopic> = topics
+            .iter()
+            .zip(&configs)
+            .map(|(topic, config)| {
+                // A compacted topic keyed by entity needs no more than one partition per key
+                // space; more partitions only help the streams.
+                let partitions = match topic.retention {
+                    Retention::Compacted => 1,
+                    Retention::Hours(_) => self.partitions,
+                };
+                config.iter().fold(
+                    NewTopic::new(
+                        topic.name,
+                        partitions,
+                        TopicReplication::Fixed(self.replication_factor),
+                    ),
+                    |new, (k, v)| new.set(k, v),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(&new_topics, &options).await? {
+            match result {
+                Ok(name) => tracing::info!(topic = %name, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(BusError::Config(format!(
+                        "cannot create topic {name}: {code}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Commits stored offsets when partitions are revoked, so the next owner starts after what this
+/// member finished, and remembers what was committed.
+struct GroupContext {
+    group: String,
+    committed: CommittedOffsets,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            tracing::info!(group = %self.group, partitions = partitions.count(), "partitions revoked; committing stored offsets");
+            match consumer.commit_consumer_state(CommitMode::Async) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "commit on revoke failed")
+                }
+            }
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        if result.is_err() {
+            return;
+        }
+        let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        for element in offsets.elements() {
+            if let Offset::Offset(offset) = element.offset() {
+                committed.insert((element.topic().to_string(), element.partition()), offset);
+            }
+        }
+    }
+}
+
+pub struct KafkaConsumer {
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    committed: CommittedOffsets,
+    store_errors: &'static Counter,
+    receive_errors: &'static Counter,
+}
+
+impl KafkaConsumer {
+    /// Offsets this member has committed so far.
+    pub fn committed_offsets(&self) -> CommittedOffsets {
+        self.committed.clone()
+    }
+}
+
+fn owned_record(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        timestamp_ms: message.timestamp().to_millis(),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+impl crate::Consumer for KafkaConsumer {
+    async fn next_batch(&mut self, max: usize, linger: Duration) -> Result<Vec<Record>, BusError> {
+        let mut batch = Vec::new();
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            // After the first record, take only what is already buffered.
+            let wait_until = if batch.is_empty() {
+                deadline
+            } else {
+                tokio::time::Instant::now() + Duration::from_millis(1)
+            };
+            match tokio::time::timeout_at(wait_until, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(Ok(message)) => batch.push(owned_record(&message)),
+                Ok(Err(e)) => {
+                    self.receive_errors.inc();
+                    if batch.is_empty() {
+                        return Err(e.into());
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    fn store(&mut self, records: &[Record]) {
+        let mut highest: HashMap<(&str, i32), i64> = HashMap::new();
+        for record in records {
+            let entry = highest
+                .entry((record.topic.as_str(), record.partition))
+                .or_insert(record.offset);
+            *entry = (*entry).max(record.offset);
+        }
+        for ((topic, partition), offset) in highest {
+            // librdkafka stores offset + 1, the next record to read.
+            if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
+                self.store_errors.inc();
+                tracing::debug!(topic, partition, offset, error = %e, "offset not stored");
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> Result<(), BusError> {
+        let consumer = self.consumer.clone();
+        let result =
+            tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
+                .await
+                .map_err(|e| BusError::Config(format!("commit task failed: {e}")))?;
+        match result {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct KafkaProducer {
+    producer: FutureProducer,
+}
+
+impl crate::Producer for KafkaProducer {
+    async fn send(&self, outputs: Vec<Output>) -> Result<(), BusError> {
+        let deliveries = outputs.iter().map(|output| {
+            let headers =
+                output
+                    .headers
+                    .iter()
+                    .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                        headers.insert(Header {
+                            key,
+                            value: Some(value),
+                        })
+                    });
+            let record = FutureRecord::to(&output.topic)
+                .key(&output.key)
+                .payload(&output.payload)
+                .headers(headers);
+            self.producer.send(record, Timeout::Never)
+        });
+        for (result, output) in join_all(deliveries).await.into_iter().zip(&outputs) {
+            if let Err((e, _)) = result {
+                return Err(BusError::Delivery {
+                    topic: output.topic.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
