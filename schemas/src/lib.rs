@@ -6,6 +6,7 @@
 //! registry: the fingerprints of every version of every schema are listed by [`registry`].
 
 pub mod codec;
+pub mod features;
 pub mod registry;
 pub mod topics;
 
