@@ -10,7 +10,9 @@
 //!   ([`rfb::state`]);
 //! - [`session`]: accounting into [`schemas::SessionSummary`] and the events;
 //! - [`agent`]: the loop that ties them together, sweeps on capture time and evicts;
-//! - [`output`]: where events go ([`output::EventSink`]; JSON lines on stdout).
+//! - [`output`]: where events go ([`output::EventSink`]; JSON lines on stdout);
+//! - [`publish`]: events and heartbeats onto the bus ([`publish::BusSink`] queues, a
+//!   [`publish::Publisher`] sends through any `bus::Producer`, batching and retrying).
 //!
 //! Run over a file: [`analyze_file`] with any [`output::EventSink`] (a `Vec<SessionEvent>`
 //! collects them). Packet counts count every TCP segment of a connection; byte counts count
@@ -21,6 +23,7 @@ pub mod capture;
 pub mod config;
 pub mod flow;
 pub mod output;
+pub mod publish;
 pub mod rfb;
 pub mod session;
 
