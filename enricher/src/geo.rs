@@ -129,38 +129,32 @@ pub enum GeoError {
     NothingFound(PathBuf),
 }
 
-/// A city record in either layout: ip-location-db's flat one (`country_code`, `city`,
-/// `latitude`, `longitude`) or MaxMind's nested GeoLite2-City one.
-#[derive(Debug, Deserialize, Default)]
-struct CityRecord<'a> {
-    #[serde(borrow)]
-    country_code: Option<&'a str>,
-    #[serde(borrow)]
-    city: Option<CityName<'a>>,
-    latitude: Option<f64>,
-    longitude: Option<f64>,
-    #[serde(borrow)]
-    country: Option<MaxMindCountry<'a>>,
+/// A city record in ip-location-db's flat layout (coordinates as MMDB single-precision
+/// floats, which the decoder does not widen).
+#[derive(Debug, Deserialize)]
+struct FlatCityRecord {
+    country_code: Option<String>,
+    city: Option<String>,
+    latitude: Option<f32>,
+    longitude: Option<f32>,
+}
+
+/// A city record in MaxMind's nested GeoLite2-City / GeoIP2-City layout.
+#[derive(Debug, Deserialize)]
+struct MaxMindCityRecord {
+    country: Option<MaxMindCountry>,
+    city: Option<MaxMindNames>,
     location: Option<MaxMindLocation>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum CityName<'a> {
-    Flat(&'a str),
-    #[serde(borrow)]
-    Names(MaxMindNames<'a>),
+struct MaxMindCountry {
+    iso_code: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-struct MaxMindNames<'a> {
-    #[serde(borrow)]
-    names: std::collections::BTreeMap<&'a str, &'a str>,
-}
-
-#[derive(Debug, Deserialize)]
-struct MaxMindCountry<'a> {
-    iso_code: Option<&'a str>,
+struct MaxMindNames {
+    names: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,9 +165,9 @@ struct MaxMindLocation {
 
 /// A GeoLite2-ASN record.
 #[derive(Debug, Deserialize)]
-struct AsnRecord<'a> {
+struct AsnRecord {
     autonomous_system_number: Option<u32>,
-    autonomous_system_organization: Option<&'a str>,
+    autonomous_system_organization: Option<String>,
 }
 
 /// The autonomous system data, from CSV ranges or an MMDB file.
@@ -258,21 +252,37 @@ impl GeoDatabases {
             if ip.is_ipv6() && reader.metadata().ip_version == 4 {
                 continue;
             }
-            let Ok(Some(record)) = reader.lookup(ip).and_then(|r| r.decode::<CityRecord>())
-            else {
+            let Ok(found) = reader.lookup(ip) else {
                 continue;
             };
-            info.country = record
-                .country_code
-                .or(record.country.and_then(|c| c.iso_code))
-                .map(str::to_string);
-            info.city = record.city.and_then(|c| match c {
-                CityName::Flat(name) => Some(name.to_string()),
-                CityName::Names(n) => n.names.get("en").map(|s| s.to_string()),
-            });
-            let location = record.location.as_ref();
-            info.latitude = record.latitude.or(location.and_then(|l| l.latitude));
-            info.longitude = record.longitude.or(location.and_then(|l| l.longitude));
+            let nested = reader.metadata().database_type.starts_with("Geo");
+            let (country, city, latitude, longitude) = if nested {
+                let Ok(Some(r)) = found.decode::<MaxMindCityRecord>() else {
+                    continue;
+                };
+                let location = r.location.as_ref();
+                (
+                    r.country.and_then(|c| c.iso_code),
+                    r.city.and_then(|mut c| c.names.remove("en")),
+                    location.and_then(|l| l.latitude),
+                    location.and_then(|l| l.longitude),
+                )
+            } else {
+                let Ok(Some(r)) = found.decode::<FlatCityRecord>() else {
+                    continue;
+                };
+                (
+                    r.country_code,
+                    r.city,
+                    r.latitude.map(widen),
+                    r.longitude.map(widen),
+                )
+            };
+            // The flat layout writes unknown fields as empty strings.
+            info.country = country.filter(|c| !c.is_empty());
+            info.city = city.filter(|c| !c.is_empty());
+            info.latitude = latitude;
+            info.longitude = longitude;
             return;
         }
     }
@@ -297,7 +307,7 @@ impl GeoDatabases {
                         reader.lookup(ip).and_then(|r| r.decode::<AsnRecord>())
                     {
                         info.asn = record.autonomous_system_number.map(i64::from);
-                        info.as_org = record.autonomous_system_organization.map(str::to_string);
+                        info.as_org = record.autonomous_system_organization;
                         return;
                     }
                 }
@@ -305,6 +315,12 @@ impl GeoDatabases {
             None => {}
         }
     }
+}
+
+/// A single-precision coordinate as f64, rounded to the 4 decimals (about 11 m) it carries,
+/// so 37.751 reads as 37.751 and not 37.75099945068359.
+fn widen(coordinate: f32) -> f64 {
+    (f64::from(coordinate) * 1e4).round() / 1e4
 }
 
 fn database_unavailable(kind: &str, error: &GeoError) {
