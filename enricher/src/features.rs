@@ -57,14 +57,35 @@ pub fn compute_features(inputs: &FeatureInputs<'_>) -> BTreeMap<String, f64> {
         ("packets_s2c", summary.packets_s2c as f64),
         ("bytes_c2s_per_sec", summary.bytes_c2s as f64 / rate_secs),
         ("bytes_s2c_per_sec", summary.bytes_s2c as f64 / rate_secs),
-        ("key_events_per_min", summary.key_events as f64 / rate_minutes),
-        ("pointer_events_per_min", summary.pointer_events as f64 / rate_minutes),
-        ("client_cut_text_count", summary.client_cut_text_count as f64),
-        ("client_cut_text_bytes", summary.client_cut_text_bytes as f64),
-        ("server_cut_text_count", summary.server_cut_text_count as f64),
-        ("server_cut_text_bytes", summary.server_cut_text_bytes as f64),
+        (
+            "key_events_per_min",
+            summary.key_events as f64 / rate_minutes,
+        ),
+        (
+            "pointer_events_per_min",
+            summary.pointer_events as f64 / rate_minutes,
+        ),
+        (
+            "client_cut_text_count",
+            summary.client_cut_text_count as f64,
+        ),
+        (
+            "client_cut_text_bytes",
+            summary.client_cut_text_bytes as f64,
+        ),
+        (
+            "server_cut_text_count",
+            summary.server_cut_text_count as f64,
+        ),
+        (
+            "server_cut_text_bytes",
+            summary.server_cut_text_bytes as f64,
+        ),
         ("framebuffer_updates", summary.framebuffer_updates as f64),
-        ("file_transfer_messages", summary.file_transfer_messages as f64),
+        (
+            "file_transfer_messages",
+            summary.file_transfer_messages as f64,
+        ),
         ("hour_of_day", f64::from(start.hour())),
         ("weekday", f64::from(start.weekday().num_days_from_monday())),
         ("auth_ok", flag(auth == AuthResult::Ok)),
@@ -72,20 +93,38 @@ pub fn compute_features(inputs: &FeatureInputs<'_>) -> BTreeMap<String, f64> {
         ("auth_too_many", flag(auth == AuthResult::TooMany)),
         ("auth_none_required", flag(auth == AuthResult::NoneRequired)),
         ("auth_abandoned", flag(auth == AuthResult::Abandoned)),
-        ("security_none", flag(summary.security_type == Some(SECURITY_NONE))),
-        ("security_vnc_des", flag(summary.security_type == Some(SECURITY_VNC_AUTH))),
+        (
+            "security_none",
+            flag(summary.security_type == Some(SECURITY_NONE)),
+        ),
+        (
+            "security_vnc_des",
+            flag(summary.security_type == Some(SECURITY_VNC_AUTH)),
+        ),
         ("security_encrypted", flag(summary.encrypted)),
         ("rfb_33", flag(negotiated_version == Some("3.3"))),
-        ("client_public", flag(inputs.client_geo.address_class == "public")),
+        (
+            "client_public",
+            flag(inputs.client_geo.address_class == "public"),
+        ),
         ("src_failed_auth_window", f64::from(context.failed_auths)),
         ("src_ok_auth_window", f64::from(context.ok_auths)),
-        ("src_distinct_servers_window", f64::from(context.distinct_servers)),
-        ("src_distinct_ports_window", f64::from(context.distinct_ports)),
+        (
+            "src_distinct_servers_window",
+            f64::from(context.distinct_servers),
+        ),
+        (
+            "src_distinct_ports_window",
+            f64::from(context.distinct_ports),
+        ),
         ("src_banner_only_window", f64::from(context.banner_only)),
         ("src_sessions_per_min", context.sessions_per_min),
         (
             "src_first_seen_age_secs",
-            (inputs.event.time - context.first_seen).num_milliseconds().max(0) as f64 / 1000.0,
+            (inputs.event.time - context.first_seen)
+                .num_milliseconds()
+                .max(0) as f64
+                / 1000.0,
         ),
         ("src_new_to_server", flag(context.new_to_server)),
         ("src_known_bad", flag(inputs.reputation == Some(KNOWN_BAD))),
@@ -122,7 +161,12 @@ mod tests {
         summary.key_events = 120;
         summary.security_type = Some(2);
         summary.auth_result = AuthResult::Ok;
-        let event = SessionEvent::new(SessionEventKind::Stats, 1, start + chrono::Duration::minutes(2), summary);
+        let event = SessionEvent::new(
+            SessionEventKind::Stats,
+            1,
+            start + chrono::Duration::minutes(2),
+            summary,
+        );
         let context = SourceContext {
             failed_auths: 3,
             ok_auths: 1,

@@ -104,7 +104,12 @@ pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 
 /// Distance between the two locations when both have coordinates.
 pub fn distance_km(a: &GeoInfo, b: &GeoInfo) -> Option<f64> {
-    Some(haversine_km(a.latitude?, a.longitude?, b.latitude?, b.longitude?))
+    Some(haversine_km(
+        a.latitude?,
+        a.longitude?,
+        b.latitude?,
+        b.longitude?,
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -376,37 +381,52 @@ fn open_mmdb(path: &Path) -> Result<Reader<Vec<u8>>, GeoError> {
 }
 
 fn load_city(spec: &str) -> Result<Vec<Reader<Vec<u8>>>, GeoError> {
-    files_of(spec, |name| name.contains("city") && name.ends_with(".mmdb"))?
-        .iter()
-        .map(|path| open_mmdb(path))
-        .collect()
+    files_of(spec, |name| {
+        name.contains("city") && name.ends_with(".mmdb")
+    })?
+    .iter()
+    .map(|path| open_mmdb(path))
+    .collect()
 }
 
 fn load_asn(spec: &str) -> Result<AsnSource, GeoError> {
     let files = files_of(spec, |name| {
         name.contains("asn") && (name.ends_with(".csv") || name.ends_with(".mmdb"))
     })?;
-    if files.iter().all(|f| f.extension().is_some_and(|e| e == "mmdb")) {
+    if files
+        .iter()
+        .all(|f| f.extension().is_some_and(|e| e == "mmdb"))
+    {
         return Ok(AsnSource::Mmdb(
-            files.iter().map(|p| open_mmdb(p)).collect::<Result<_, _>>()?,
+            files
+                .iter()
+                .map(|p| open_mmdb(p))
+                .collect::<Result<_, _>>()?,
         ));
     }
     let mut table = AddressRanges::default();
     let mut organisations = Vec::new();
     let mut organisation_ids = std::collections::HashMap::new();
-    for path in files.iter().filter(|f| f.extension().is_some_and(|e| e == "csv")) {
+    for path in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "csv"))
+    {
         let text = std::fs::read_to_string(path).map_err(|source| GeoError::Io {
             path: path.clone(),
             source,
         })?;
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let csv_error = |reason: &str| GeoError::Csv {
                 path: path.clone(),
                 line: i + 1,
                 reason: reason.to_string(),
             };
-            let (start, end, asn, organisation) =
-                parse_asn_line(line).ok_or_else(|| csv_error("expected start,end,asn,organisation"))?;
+            let (start, end, asn, organisation) = parse_asn_line(line)
+                .ok_or_else(|| csv_error("expected start,end,asn,organisation"))?;
             let next_id = organisations.len() as u32;
             let id = *organisation_ids
                 .entry(organisation.clone())
@@ -415,7 +435,9 @@ fn load_asn(spec: &str) -> Result<AsnSource, GeoError> {
                     next_id
                 });
             if !table.push(start, end, (asn, id)) {
-                return Err(csv_error("range ends are of different families or reversed"));
+                return Err(csv_error(
+                    "range ends are of different families or reversed",
+                ));
             }
         }
     }
@@ -481,8 +503,12 @@ mod tests {
 
     #[test]
     fn asn_lines_parse_with_quoted_organisations() {
-        let (s, e, asn, org) = parse_asn_line("1.0.0.0,1.0.0.255,13335,\"Cloudflare, Inc.\"").unwrap();
-        assert_eq!((s.to_string(), e.to_string(), asn), ("1.0.0.0".into(), "1.0.0.255".into(), 13335));
+        let (s, e, asn, org) =
+            parse_asn_line("1.0.0.0,1.0.0.255,13335,\"Cloudflare, Inc.\"").unwrap();
+        assert_eq!(
+            (s.to_string(), e.to_string(), asn),
+            ("1.0.0.0".into(), "1.0.0.255".into(), 13335)
+        );
         assert_eq!(org, "Cloudflare, Inc.");
         assert!(parse_asn_line("garbage").is_none());
     }

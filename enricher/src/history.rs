@@ -53,7 +53,11 @@ pub trait InputHistory: Send {
 pub struct NoHistory;
 
 impl InputHistory for NoHistory {
-    async fn earliest_offset(&mut self, _topic: &str, _partition: i32) -> Result<i64, HistoryError> {
+    async fn earliest_offset(
+        &mut self,
+        _topic: &str,
+        _partition: i32,
+    ) -> Result<i64, HistoryError> {
         Ok(i64::MAX)
     }
 
@@ -120,9 +124,11 @@ impl InputHistory for KafkaHistory {
         let consumer = self.consumer.clone();
         let topic = topic.to_string();
         let timeout = self.timeout;
-        tokio::task::spawn_blocking(move || read_range(&consumer, &topic, partition, from, to, timeout))
-            .await
-            .map_err(|e| HistoryError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            read_range(&consumer, &topic, partition, from, to, timeout)
+        })
+        .await
+        .map_err(|e| HistoryError::Task(e.to_string()))?
     }
 }
 

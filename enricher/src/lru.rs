@@ -1,8 +1,8 @@
 //! A map with a capacity that evicts its least recently used entry and counts each eviction:
 //! every table of enricher state is one of these.
 
-use std::collections::{BTreeMap, HashMap};
 use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use telemetry::Counter;

@@ -9,7 +9,9 @@ use anyhow::Context;
 use bus::kafka::KafkaBus;
 use bus::{pipeline, Bus, BusArgs, PipelineOptions};
 use clap::Parser;
-use enricher::{Enricher, EnricherConfig, EnricherStage, GeoDatabases, KafkaHistory, Reputation, WindowConfig};
+use enricher::{
+    Enricher, EnricherConfig, EnricherStage, GeoDatabases, KafkaHistory, Reputation, WindowConfig,
+};
 use schemas::topics::{DEAD_LETTERS, SESSIONS_ENRICHED, SESSIONS_RAW};
 use telemetry::LogArgs;
 
@@ -98,7 +100,10 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let geo = Arc::new(GeoDatabases::load(&args.geoip_city_db, &args.geoip_asn_db));
-    let reputation = Reputation::new(args.reputation_bad.as_deref(), args.reputation_allow.as_deref());
+    let reputation = Reputation::new(
+        args.reputation_bad.as_deref(),
+        args.reputation_allow.as_deref(),
+    );
     let enricher = Enricher::new(geo, reputation, args.config());
 
     let bus = KafkaBus::new(&args.bus).context("Kafka configuration")?;

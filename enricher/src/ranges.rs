@@ -116,7 +116,10 @@ impl AddressRanges<()> {
 /// Parses `a.b.c.d/len`, `v6::/len` or a bare address into its first and last address.
 pub fn parse_cidr(text: &str) -> Option<(IpAddr, IpAddr)> {
     let (address, prefix) = match text.split_once('/') {
-        Some((a, p)) => (a.trim().parse::<IpAddr>().ok()?, Some(p.trim().parse::<u32>().ok()?)),
+        Some((a, p)) => (
+            a.trim().parse::<IpAddr>().ok()?,
+            Some(p.trim().parse::<u32>().ok()?),
+        ),
         None => (text.trim().parse::<IpAddr>().ok()?, None),
     };
     match address {
@@ -144,7 +147,11 @@ mod tests {
     #[test]
     fn finds_the_range_holding_an_address_and_nothing_in_gaps() {
         let mut table = AddressRanges::default();
-        for (cidr, v) in [("10.0.0.0/8", 1), ("192.168.1.0/24", 2), ("2001:db8::/32", 3)] {
+        for (cidr, v) in [
+            ("10.0.0.0/8", 1),
+            ("192.168.1.0/24", 2),
+            ("2001:db8::/32", 3),
+        ] {
             let (s, e) = parse_cidr(cidr).unwrap();
             assert!(table.push(s, e, v));
         }

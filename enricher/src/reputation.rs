@@ -111,7 +111,10 @@ impl Reputation {
 
     /// Re-reads the files whose modification time changed.
     pub fn refresh(&mut self) {
-        self.bad.iter_mut().chain(self.allow.iter_mut()).for_each(WatchedList::refresh);
+        self.bad
+            .iter_mut()
+            .chain(self.allow.iter_mut())
+            .for_each(WatchedList::refresh);
     }
 
     /// `allow_listed`, `known_bad` or nothing for `address`.
@@ -137,7 +140,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let bad = dir.join("bad.txt");
         let allow = dir.join("allow.txt");
-        std::fs::write(&bad, "# scanners\n203.0.113.0/24\n198.51.100.7 # one host\nnot an address\n").unwrap();
+        std::fs::write(
+            &bad,
+            "# scanners\n203.0.113.0/24\n198.51.100.7 # one host\nnot an address\n",
+        )
+        .unwrap();
         std::fs::write(&allow, "203.0.113.9\n").unwrap();
         let mut reputation = Reputation::new(Some(&bad), Some(&allow));
         assert_eq!(reputation.tag("203.0.113.50"), Some(KNOWN_BAD));

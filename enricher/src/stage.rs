@@ -127,10 +127,13 @@ impl Enricher {
             }
         };
         let windows_config = &self.config.windows;
-        let state = self.partitions.entry(key).or_insert_with(|| PartitionState {
-            windows: PartitionWindows::new(windows_config.clone()),
-            next_offset: record.offset,
-        });
+        let state = self
+            .partitions
+            .entry(key)
+            .or_insert_with(|| PartitionState {
+                windows: PartitionWindows::new(windows_config.clone()),
+                next_offset: record.offset,
+            });
         state.next_offset = record.offset + 1;
         let enriched = enrich_event(
             &self.geo,
@@ -256,9 +259,9 @@ impl<H: InputHistory> EnricherStage<H> {
                 .await
                 .map_err(retryable)?;
             replayed += chunk.len();
-            let reached_floor = chunk.iter().any(|r| {
-                schemas::decode::<SessionEvent>(&r.payload).is_ok_and(|e| e.time < floor)
-            });
+            let reached_floor = chunk
+                .iter()
+                .any(|r| schemas::decode::<SessionEvent>(&r.payload).is_ok_and(|e| e.time < floor));
             chunks.push(chunk);
             start = from;
             if reached_floor {

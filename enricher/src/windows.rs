@@ -186,7 +186,13 @@ impl SourceState {
 
     fn contact(&mut self, server: &str, port: i32, config: &WindowConfig, evictions: &Evictions) {
         let now = self.watermark;
-        remember_contact(&mut self.servers, server.to_string(), now, config, evictions);
+        remember_contact(
+            &mut self.servers,
+            server.to_string(),
+            now,
+            config,
+            evictions,
+        );
         remember_contact(&mut self.ports, port, now, config, evictions);
     }
 }
@@ -200,7 +206,11 @@ fn remember_contact<K: std::hash::Hash + Eq + Clone>(
     evictions: &Evictions,
 ) {
     if !table.contains_key(&key) && table.len() >= config.max_servers_per_source.max(1) {
-        if let Some(oldest) = table.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+        if let Some(oldest) = table
+            .iter()
+            .min_by_key(|(_, t)| **t)
+            .map(|(k, _)| k.clone())
+        {
             table.remove(&oldest);
             evictions.contacts.inc();
         }
@@ -272,10 +282,13 @@ impl PartitionWindows {
             });
             counted.push(Mark::Session);
         } else {
-            source.reached.touch_or_insert_with(summary.server_ip.as_str(), || ());
+            source
+                .reached
+                .touch_or_insert_with(summary.server_ip.as_str(), || ());
         }
         let final_outcome = !matches!(summary.auth_result, AuthResult::Unknown);
-        let carries_outcome = matches!(event.kind, SessionEventKind::Auth | SessionEventKind::Ended);
+        let carries_outcome =
+            matches!(event.kind, SessionEventKind::Auth | SessionEventKind::Ended);
         if carries_outcome && final_outcome && !marks.auth_counted {
             marks.auth_counted = true;
             counted.extend(match summary.auth_result {
@@ -342,20 +355,35 @@ mod tests {
     #[test]
     fn an_outcome_repeated_by_later_events_counts_once_and_leaves_the_window() {
         let mut windows = PartitionWindows::new(WindowConfig::default());
-        windows.observe(&event("s1", SessionEventKind::Started, 0, AuthResult::Unknown), Some("FR"));
-        windows.observe(&event("s1", SessionEventKind::Auth, 1, AuthResult::Failed), Some("FR"));
-        let ctx = windows.observe(&event("s1", SessionEventKind::Ended, 2, AuthResult::Failed), Some("FR"));
+        windows.observe(
+            &event("s1", SessionEventKind::Started, 0, AuthResult::Unknown),
+            Some("FR"),
+        );
+        windows.observe(
+            &event("s1", SessionEventKind::Auth, 1, AuthResult::Failed),
+            Some("FR"),
+        );
+        let ctx = windows.observe(
+            &event("s1", SessionEventKind::Ended, 2, AuthResult::Failed),
+            Some("FR"),
+        );
         assert_eq!((ctx.sessions, ctx.failed_auths, ctx.ok_auths), (1, 1, 0));
         assert!(ctx.new_to_server);
         assert_eq!(ctx.server_new_country, Some(true));
 
-        let ctx = windows.observe(&event("s2", SessionEventKind::Ended, 60, AuthResult::Ok), Some("FR"));
+        let ctx = windows.observe(
+            &event("s2", SessionEventKind::Ended, 60, AuthResult::Ok),
+            Some("FR"),
+        );
         assert_eq!((ctx.sessions, ctx.failed_auths, ctx.ok_auths), (2, 1, 1));
         assert!(!ctx.new_to_server);
         assert_eq!(ctx.server_new_country, Some(false));
 
         // Eleven minutes later the first session's marks have left the 10-minute window.
-        let ctx = windows.observe(&event("s3", SessionEventKind::Started, 661, AuthResult::Unknown), None);
+        let ctx = windows.observe(
+            &event("s3", SessionEventKind::Started, 661, AuthResult::Unknown),
+            None,
+        );
         assert_eq!((ctx.sessions, ctx.failed_auths, ctx.ok_auths), (1, 0, 0));
         assert_eq!(ctx.distinct_servers, 1);
         assert_eq!(ctx.server_new_country, None);
@@ -368,8 +396,16 @@ mod tests {
             ..WindowConfig::default()
         };
         let mut windows = PartitionWindows::new(config);
-        for (i, ip) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"].iter().enumerate() {
-            let mut e = event(&format!("s{i}"), SessionEventKind::Started, i as i64, AuthResult::Unknown);
+        for (i, ip) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+            .iter()
+            .enumerate()
+        {
+            let mut e = event(
+                &format!("s{i}"),
+                SessionEventKind::Started,
+                i as i64,
+                AuthResult::Unknown,
+            );
             e.summary.client_ip = ip.to_string();
             windows.observe(&e, None);
         }

