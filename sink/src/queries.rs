@@ -28,10 +28,10 @@ pub const SESSIONS_BY_CLIENT_IP: &str = concat!(
     " WHERE client_ip = $1 ORDER BY start_time DESC LIMIT $2"
 );
 
-/// Riskiest sessions at or above a score. `$1` minimum risk_score (numeric), `$2` limit.
+/// Riskiest sessions at or above a score. `$1` minimum risk_score (float8), `$2` limit.
 pub const SESSIONS_BY_MIN_RISK: &str = concat!(
     session_list_columns!(),
-    " WHERE risk_score >= $1 ORDER BY risk_score DESC LIMIT $2"
+    " WHERE risk_score >= $1::float8::numeric ORDER BY risk_score DESC LIMIT $2"
 );
 
 /// One session, every column. `$1` id.

@@ -36,10 +36,13 @@ use crate::rows::{
 use crate::SinkError;
 
 /// A decoded record of one of the sink's topics.
+// Records live only for one batch, in one Vec: boxing the large variants would cost an
+// allocation per record for no saving.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkRecord {
     Session(SessionEvent),
-    Scored(Box<ScoredSession>),
+    Scored(ScoredSession),
     Threat(Threat),
     Decision(Decision),
     Heartbeat(AgentHeartbeat),
@@ -52,9 +55,7 @@ impl SinkRecord {
         let payload = &record.payload;
         let decoded = match record.topic.as_str() {
             t if t == topics::SESSIONS_RAW.name => schemas::decode(payload).map(Self::Session),
-            t if t == topics::SESSIONS_SCORED.name => {
-                schemas::decode(payload).map(|s| Self::Scored(Box::new(s)))
-            }
+            t if t == topics::SESSIONS_SCORED.name => schemas::decode(payload).map(Self::Scored),
             t if t == topics::THREATS.name => schemas::decode(payload).map(Self::Threat),
             t if t == topics::DECISIONS.name => schemas::decode(payload).map(Self::Decision),
             t if t == topics::AGENT_HEARTBEATS.name => {

@@ -20,29 +20,19 @@ const THREATS_COUNT: u32 = 20_000;
 /// 60,000 raw events (five per session), 20,000 scored sessions (the ended event of every session
 /// and an older stats event of the first 8,000) and 20,000 threats: 100,000 records.
 fn stream() -> Vec<Output> {
-    let mut outputs = Vec::new();
-    for n in 0..SESSIONS {
-        for event in session_lifecycle(n) {
-            let key = event.summary.client_ip.clone();
-            outputs.push(Output::encode(&SESSIONS_RAW, key, &event).unwrap());
-        }
-    }
+    let mut outputs: Vec<Output> = (0..SESSIONS)
+        .flat_map(session_lifecycle)
+        .map(|event| raw_output(&event))
+        .collect();
     for n in 0..SESSIONS {
         let event = session_event(n, SessionEventKind::Ended, 4);
-        let key = event.summary.client_ip.clone();
-        outputs.push(
-            Output::encode(&SESSIONS_SCORED, key, &scored(event, f64::from(n % 100))).unwrap(),
-        );
+        outputs.push(scored_output(&scored(event, f64::from(n % 100))));
     }
     for n in 0..SCORED {
         let event = session_event(n, SessionEventKind::Stats, 3);
-        let key = event.summary.client_ip.clone();
-        outputs.push(Output::encode(&SESSIONS_SCORED, key, &scored(event, 99.0)).unwrap());
+        outputs.push(scored_output(&scored(event, 99.0)));
     }
-    for n in 0..THREATS_COUNT {
-        let t = threat(n);
-        outputs.push(Output::encode(&THREATS, t.source_ip.clone(), &t).unwrap());
-    }
+    outputs.extend((0..THREATS_COUNT).map(|n| threat_output(&threat(n))));
     outputs
 }
 

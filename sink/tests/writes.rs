@@ -86,10 +86,10 @@ async fn scores_fill_risk_columns_in_either_order_and_blocked_status_is_kept() {
     let writer = Writer::new(pool.clone());
     // The score of the stats event arrives before any raw event.
     writer
-        .write(&[SinkRecord::Scored(Box::new(scored(
+        .write(&[SinkRecord::Scored(scored(
             session_event(3, SessionEventKind::Stats, 2),
             40.0,
-        )))])
+        ))])
         .await
         .unwrap();
     let client = pool.get().await.unwrap();
@@ -103,15 +103,9 @@ async fn scores_fill_risk_columns_in_either_order_and_blocked_status_is_kept() {
     writer
         .write(&[
             raw(3, SessionEventKind::Ended, 4),
-            SinkRecord::Scored(Box::new(scored(
-                session_event(3, SessionEventKind::Ended, 4),
-                75.25,
-            ))),
+            SinkRecord::Scored(scored(session_event(3, SessionEventKind::Ended, 4), 75.25)),
             // A stale score of an older event, after the newer one.
-            SinkRecord::Scored(Box::new(scored(
-                session_event(3, SessionEventKind::Auth, 1),
-                10.0,
-            ))),
+            SinkRecord::Scored(scored(session_event(3, SessionEventKind::Auth, 1), 10.0)),
         ])
         .await
         .unwrap();

@@ -276,3 +276,24 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A raw session event as published by an agent (keyed by client address).
+pub fn raw_output(event: &SessionEvent) -> bus::Output {
+    bus::Output::encode(
+        &schemas::topics::SESSIONS_RAW,
+        event.summary.client_ip.clone(),
+        event,
+    )
+    .unwrap()
+}
+
+/// A scored session as published by the scorer (keyed by client address).
+pub fn scored_output(scored: &ScoredSession) -> bus::Output {
+    let key = scored.enriched.event.summary.client_ip.clone();
+    bus::Output::encode(&schemas::topics::SESSIONS_SCORED, key, scored).unwrap()
+}
+
+/// A threat as published by the scorer (keyed by source address).
+pub fn threat_output(threat: &Threat) -> bus::Output {
+    bus::Output::encode(&schemas::topics::THREATS, threat.source_ip.clone(), threat).unwrap()
+}
