@@ -146,22 +146,41 @@ impl crate::Bus for KafkaBus {
     }
 
     async fn ensure_topics(&self, topics: &[Topic]) -> Result<(), BusError> {
-        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
-        let configs: Vec<Vec<(&str, String)>> = topics.iter().map(Topic::configs).collect();
-        let new_topics: Vec<NewTopic> = topics
+        let specs: Vec<TopicSpec> = topics
             .iter()
-            .zip(&configs)
-            .map(|(topic, config)| {
-                // A compacted topic keyed by entity needs no more than one partition per key
-                // space; more partitions only help the streams.
-                let partitions = match topic.retention {
+            .map(|topic| TopicSpec {
+                name: topic.name.to_string(),
+                // A compacted topic holds the latest record per key; one partition keeps its
+                // readers simple and its ordering total.
+                partitions: match topic.retention {
                     Retention::Compacted => 1,
                     Retention::Hours(_) => self.partitions,
-                };
-                config.iter().fold(
+                },
+                configs: topic.configs(),
+            })
+            .collect();
+        self.create_topics(&specs).await
+    }
+}
+
+/// A topic to create.
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: Vec<(&'static str, String)>,
+}
+
+impl KafkaBus {
+    /// Creates the topics that do not exist yet; existing ones are left as they are.
+    pub async fn create_topics(&self, specs: &[TopicSpec]) -> Result<(), BusError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let new_topics: Vec<NewTopic> = specs
+            .iter()
+            .map(|spec| {
+                spec.configs.iter().fold(
                     NewTopic::new(
-                        topic.name,
-                        partitions,
+                        &spec.name,
+                        spec.partitions,
                         TopicReplication::Fixed(self.replication_factor),
                     ),
                     |new, (k, v)| new.set(k, v),
@@ -181,6 +200,11 @@ impl crate::Bus for KafkaBus {
             }
         }
         Ok(())
+    }
+
+    /// The partition count this bus gives the topics it creates.
+    pub fn partitions(&self) -> i32 {
+        self.partitions
     }
 }
 
@@ -326,20 +350,21 @@ pub struct KafkaProducer {
 impl crate::Producer for KafkaProducer {
     async fn send(&self, outputs: Vec<Output>) -> Result<(), BusError> {
         let deliveries = outputs.iter().map(|output| {
-            let headers =
-                output
-                    .headers
-                    .iter()
-                    .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            let mut record = FutureRecord::to(&output.topic)
+                .key(&output.key)
+                .payload(&output.payload);
+            // Most records carry no headers; librdkafka allocates a header list even when empty.
+            if !output.headers.is_empty() {
+                record = record.headers(output.headers.iter().fold(
+                    OwnedHeaders::new_with_capacity(output.headers.len()),
+                    |headers, (key, value)| {
                         headers.insert(Header {
                             key,
                             value: Some(value),
                         })
-                    });
-            let record = FutureRecord::to(&output.topic)
-                .key(&output.key)
-                .payload(&output.payload)
-                .headers(headers);
+                    },
+                ));
+            }
             self.producer.send(record, Timeout::Never)
         });
         for (result, output) in join_all(deliveries).await.into_iter().zip(&outputs) {

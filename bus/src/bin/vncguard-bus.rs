@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bus::kafka::KafkaBus;
+use bus::kafka::{KafkaBus, TopicSpec};
 use bus::{
     pipeline, Bus, BusArgs, Consumer, Outcome, Output, PipelineOptions, Producer, Record,
     RetryableError, Stage,
 };
 use clap::{Parser, Subcommand};
+use futures::{StreamExt, TryStreamExt};
 
 #[derive(Parser)]
 #[command(about = "vncguard bus tool: topics, test payloads, relay through the pipeline loop")]
@@ -27,7 +28,8 @@ struct Cli {
 enum Command {
     /// Create every vncguard topic that is missing.
     CreateTopics,
-    /// Produce COUNT records whose payload is the record number padded to SIZE bytes.
+    /// Produce COUNT records whose payload is the record number padded to SIZE bytes, creating
+    /// the topic if it is missing.
     Produce {
         #[arg(long)]
         topic: String,
@@ -115,17 +117,27 @@ async fn main() -> Result<()> {
             size,
             chunk,
         } => {
+            bus.create_topics(&[TopicSpec {
+                name: topic.clone(),
+                partitions: bus.partitions(),
+                configs: Vec::new(),
+            }])
+            .await?;
             let producer = bus.producer()?;
             let start = Instant::now();
-            let mut n = 0;
-            while n < count {
-                let end = (n + chunk.max(1) as u64).min(count);
-                let outputs = (n..end)
-                    .map(|i| Output::new(&topic, i.to_string(), payload(i, size)))
-                    .collect();
-                producer.send(outputs).await.context("producing")?;
-                n = end;
-            }
+            let chunk = chunk.max(1) as u64;
+            // Several chunks in flight keep the producer's queue full while acks come back.
+            futures::stream::iter((0..count).step_by(chunk as usize))
+                .map(|first| {
+                    let outputs = (first..(first + chunk).min(count))
+                        .map(|i| Output::new(&topic, i.to_string(), payload(i, size)))
+                        .collect();
+                    producer.send(outputs)
+                })
+                .buffer_unordered(8)
+                .try_collect::<Vec<()>>()
+                .await
+                .context("producing")?;
             report("produced", count, start.elapsed());
         }
         Command::Consume {
