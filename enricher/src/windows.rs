@@ -96,6 +96,9 @@ enum Mark {
 
 const MARKS: usize = 6;
 
+/// Contexts remembered per session, so an event seen again gets the answer it got the first time.
+const REMEMBERED_CONTEXTS: usize = 8;
+
 /// What has been counted for one session already.
 #[derive(Debug, Default)]
 struct SessionMarks {
@@ -103,6 +106,10 @@ struct SessionMarks {
     end_counted: bool,
     new_to_server: bool,
     server_new_country: Option<bool>,
+    /// The context returned for the session's latest events, by (kind, seq). A replayed event
+    /// (a rebalance, an operator's replay) must not see the later events of its source that the
+    /// first pass had not seen yet, or a replay would raise threats the first pass did not.
+    contexts: VecDeque<(SessionEventKind, i64, SourceContext)>,
 }
 
 #[derive(Debug)]
@@ -260,6 +267,13 @@ impl PartitionWindows {
         let (marks, first_event) = source
             .sessions
             .touch_or_insert_with(summary.session_id.as_str(), SessionMarks::default);
+        if let Some((_, _, context)) = marks
+            .contexts
+            .iter()
+            .find(|(kind, seq, _)| *kind == event.kind && *seq == event.seq)
+        {
+            return context.clone();
+        }
         let mut counted = Vec::with_capacity(2);
         if first_event {
             let (_, new_server) = source
@@ -316,7 +330,7 @@ impl PartitionWindows {
 
         let sessions = source.count(Mark::Session);
         let window_minutes = config.auth_window.num_milliseconds().max(1) as f64 / 60_000.0;
-        SourceContext {
+        let context = SourceContext {
             failed_auths: source.count(Mark::AuthFailed),
             ok_auths: source.count(Mark::AuthOk),
             refused_auths: source.count(Mark::AuthRefused),
@@ -329,7 +343,17 @@ impl PartitionWindows {
             first_seen: source.first_seen,
             new_to_server,
             server_new_country,
+        };
+        let (marks, _) = source
+            .sessions
+            .touch_or_insert_with(summary.session_id.as_str(), SessionMarks::default);
+        if marks.contexts.len() >= REMEMBERED_CONTEXTS {
+            marks.contexts.pop_front();
         }
+        marks
+            .contexts
+            .push_back((event.kind, event.seq, context.clone()));
+        context
     }
 }
 
@@ -387,6 +411,30 @@ mod tests {
         assert_eq!((ctx.sessions, ctx.failed_auths, ctx.ok_auths), (1, 0, 0));
         assert_eq!(ctx.distinct_servers, 1);
         assert_eq!(ctx.server_new_country, None);
+    }
+
+    #[test]
+    fn a_replayed_event_gets_the_context_it_got_the_first_time() {
+        let mut windows = PartitionWindows::new(WindowConfig::default());
+        let first = event("s1", SessionEventKind::Ended, 1, AuthResult::Failed);
+        let first_context = windows.observe(&first, None);
+        for (i, secs) in [10, 20, 30].into_iter().enumerate() {
+            let later = event(
+                &format!("s{}", i + 2),
+                SessionEventKind::Ended,
+                secs,
+                AuthResult::Failed,
+            );
+            windows.observe(&later, None);
+        }
+        let replayed = windows.observe(&first, None);
+        assert_eq!(replayed, first_context);
+        assert_eq!(replayed.failed_auths, 1);
+        let fresh = windows.observe(
+            &event("s5", SessionEventKind::Ended, 40, AuthResult::Failed),
+            None,
+        );
+        assert_eq!(fresh.failed_auths, 5);
     }
 
     #[test]

@@ -1,0 +1,200 @@
+//! The embedded mode: capture replay, enricher, scorer and sink in one process on the in-process
+//! bus ([`bus::memory::MemoryBus`]), writing the local Postgres. The stages are the same code the
+//! distributed binaries run on Kafka.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bus::memory::MemoryBus;
+use bus::{pipeline, Bus, PipelineOptions};
+use capture_agent::config::AgentConfig;
+use capture_agent::publish::{self, Overflow, PublishOptions};
+use deadpool_postgres::Pool;
+use enricher::{Enricher, EnricherConfig, EnricherStage, GeoDatabases, NoHistory, Reputation};
+use schemas::topics;
+use scorer::model::{ModelStore, DEFAULT_MODEL_NAME};
+use scorer::risk::RiskConfig;
+use scorer::stage::{ScoringStage, DEFAULT_THREAT_MEMORY};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What the embedded mode needs to start.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub database_url: String,
+    /// City databases for the enricher (see `enricher --help`); empty: no geo.
+    pub geoip_city_db: String,
+    pub geoip_asn_db: String,
+    pub risk: RiskConfig,
+    /// Records each in-process topic holds before producers wait.
+    pub bus_capacity: usize,
+    pub agent: AgentConfig,
+}
+
+/// The running stages.
+pub struct Embedded {
+    bus: MemoryBus,
+    pool: Pool,
+    agent: AgentConfig,
+    stop: watch::Sender<bool>,
+    stages: Vec<JoinHandle<()>>,
+}
+
+/// Creates the database named in `url` if it does not exist yet.
+pub async fn ensure_database(url: &str) -> Result<()> {
+    let config: tokio_postgres::Config = url.parse().context("DATABASE_URL")?;
+    let name = config
+        .get_dbname()
+        .context("DATABASE_URL names no database")?
+        .to_string();
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let (client, connection) = maintenance
+        .connect(tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to Postgres for {url} (is it running?)"))?;
+    let connection = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        let quoted = name.replace('"', "\"\"");
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{quoted}\""))
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+        tracing::info!(database = %name, "created database");
+    }
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+impl Embedded {
+    /// Creates and migrates the database, then starts the enricher, scorer and sink.
+    pub async fn start(config: EmbeddedConfig) -> Result<Embedded> {
+        ensure_database(&config.database_url).await?;
+        let pool = sink::connect_pool(&config.database_url, 8, Duration::from_secs(10))?;
+        {
+            let mut client = pool.get().await.context("connecting to Postgres")?;
+            sink::migrate::migrate(&mut client).await?;
+        }
+
+        let bus = MemoryBus::new(config.bus_capacity);
+        bus.ensure_topics(topics::ALL).await?;
+        let (stop, stopped) = watch::channel(false);
+        let options = PipelineOptions::default();
+        let mut stages = Vec::new();
+
+        let geo = Arc::new(GeoDatabases::load(
+            &config.geoip_city_db,
+            &config.geoip_asn_db,
+        ));
+        let enricher = Enricher::new(geo, Reputation::new(None, None), EnricherConfig::default());
+        stages.push(tokio::spawn(pipeline::run(
+            bus.consumer("enricher", &[topics::SESSIONS_RAW.name])?,
+            bus.producer()?,
+            EnricherStage::new(enricher, NoHistory),
+            options.clone(),
+            until_stopped(stopped.clone()),
+        )));
+
+        stages.push(tokio::spawn(pipeline::run(
+            bus.consumer(
+                "scorer",
+                &[topics::SESSIONS_ENRICHED.name, topics::MODELS.name],
+            )?,
+            bus.producer()?,
+            ScoringStage::new(
+                ModelStore::new(DEFAULT_MODEL_NAME),
+                config.risk.clone(),
+                DEFAULT_THREAT_MEMORY,
+            ),
+            options.clone(),
+            until_stopped(stopped.clone()),
+        )));
+
+        let sink_topics: Vec<&str> = sink::INPUT_TOPICS.iter().map(|t| t.name).collect();
+        stages.push(tokio::spawn(pipeline::run(
+            bus.consumer("sink", &sink_topics)?,
+            bus.producer()?,
+            sink::SinkStage::new(pool.clone()),
+            options,
+            until_stopped(stopped),
+        )));
+
+        Ok(Embedded {
+            bus,
+            pool,
+            agent: config.agent,
+            stop,
+            stages,
+        })
+    }
+
+    pub fn bus(&self) -> &MemoryBus {
+        &self.bus
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Replays capture files through the capture agent onto the bus; returns how many session
+    /// events were published.
+    pub async fn replay(&self, files: &[PathBuf]) -> Result<u64> {
+        let options = PublishOptions {
+            overflow: Overflow::Wait,
+            ..PublishOptions::default()
+        };
+        let (mut events, publisher) = publish::spawn(
+            self.bus.producer()?,
+            options,
+            &tokio::runtime::Handle::current(),
+        );
+        let files = files.to_vec();
+        let agent = self.agent.clone();
+        tokio::task::spawn_blocking(move || {
+            for file in &files {
+                match capture_agent::analyze_file(file, &agent, &mut events) {
+                    Ok(stats) => tracing::info!(file = %file.display(), ?stats, "replayed capture"),
+                    Err(e) => tracing::warn!(file = %file.display(), error = %e, "capture replay stopped early"),
+                }
+            }
+        })
+        .await?;
+        let report = publisher.await?;
+        Ok(report.published)
+    }
+
+    /// Stops every stage after its current batch and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for stage in self.stages {
+            let _ = stage.await;
+        }
+    }
+}
+
+async fn until_stopped(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|&stop| stop).await;
+}
+
+/// The capture files in `dir`, sorted by name.
+pub fn capture_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("pcap" | "pcapng")
+            )
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
