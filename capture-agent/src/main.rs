@@ -149,11 +149,7 @@ fn main() -> anyhow::Result<()> {
         });
     }
     if let (Some(addr), Some(_)) = (args.metrics_addr, &args.interface) {
-        runtime.spawn(async move {
-            if let Err(e) = telemetry::serve_metrics(addr).await {
-                tracing::error!(%addr, error = %e, "metrics endpoint failed");
-            }
-        });
+        runtime.spawn(telemetry::serve_metrics(addr));
     }
 
     let live = args.interface.is_some();

@@ -93,11 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
     if let Some(addr) = args.metrics_addr {
-        tokio::spawn(async move {
-            if let Err(e) = telemetry::serve_metrics(addr).await {
-                tracing::error!(%addr, error = %e, "metrics endpoint failed");
-            }
-        });
+        tokio::spawn(telemetry::serve_metrics(addr));
     }
     let geo = Arc::new(GeoDatabases::load(&args.geoip_city_db, &args.geoip_asn_db));
     let reputation = Reputation::new(

@@ -91,11 +91,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await
     .context("creating topics")?;
     let metrics_addr = args.metrics_addr;
-    tokio::spawn(async move {
-        if let Err(e) = telemetry::serve_metrics(metrics_addr).await {
-            tracing::error!(error = %e, %metrics_addr, "metrics endpoint failed");
-        }
-    });
+    tokio::spawn(telemetry::serve_metrics(metrics_addr));
     let mut models = ModelStore::new(&args.model_name);
     model::load_latest(
         &bus,

@@ -41,11 +41,16 @@ impl LogArgs {
 }
 
 /// Serves the Prometheus text of every registered metric on `GET /metrics` until the task is
-/// dropped.
-pub async fn serve_metrics(addr: SocketAddr) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "metrics endpoint listening");
-    axum::serve(listener, metrics_router()).await
+/// dropped. A metrics endpoint that cannot listen is logged, not fatal: the stage goes on.
+pub async fn serve_metrics(addr: SocketAddr) {
+    let served = async {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(%addr, "metrics endpoint listening");
+        axum::serve(listener, metrics_router()).await
+    };
+    if let Err(e) = served.await {
+        tracing::error!(%addr, error = %e, "metrics endpoint failed");
+    }
 }
 
 /// A router with the `/metrics` route, for binaries that already serve HTTP.

@@ -38,6 +38,7 @@ impl Gauge {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Metric {
     Counter(&'static Counter),
     Gauge(&'static Gauge),
@@ -68,22 +69,29 @@ fn label_text(labels: &[(&str, &str)]) -> String {
     text
 }
 
+/// The metric `name{labels}`, made by `make` on first use.
+fn register(
+    name: &'static str,
+    help: &'static str,
+    labels: &[(&str, &str)],
+    make: impl FnOnce() -> Metric,
+) -> Metric {
+    let mut families = families().lock().unwrap_or_else(|e| e.into_inner());
+    let family = families.entry(name).or_insert_with(|| Family {
+        help,
+        series: BTreeMap::new(),
+    });
+    *family.series.entry(label_text(labels)).or_insert_with(make)
+}
+
 /// The counter `name{labels}`, registered on first use.
 pub fn counter(
     name: &'static str,
     help: &'static str,
     labels: &[(&str, &str)],
 ) -> &'static Counter {
-    let mut families = families().lock().unwrap_or_else(|e| e.into_inner());
-    let family = families.entry(name).or_insert_with(|| Family {
-        help,
-        series: BTreeMap::new(),
-    });
-    match family
-        .series
-        .entry(label_text(labels))
-        .or_insert_with(|| Metric::Counter(Box::leak(Box::new(Counter(AtomicU64::new(0))))))
-    {
+    let make = || Metric::Counter(Box::leak(Box::new(Counter(AtomicU64::new(0)))));
+    match register(name, help, labels, make) {
         Metric::Counter(c) => c,
         Metric::Gauge(_) => panic!("metric {name} registered as a gauge and a counter"),
     }
@@ -91,16 +99,8 @@ pub fn counter(
 
 /// The gauge `name{labels}`, registered on first use.
 pub fn gauge(name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> &'static Gauge {
-    let mut families = families().lock().unwrap_or_else(|e| e.into_inner());
-    let family = families.entry(name).or_insert_with(|| Family {
-        help,
-        series: BTreeMap::new(),
-    });
-    match family
-        .series
-        .entry(label_text(labels))
-        .or_insert_with(|| Metric::Gauge(Box::leak(Box::new(Gauge(AtomicI64::new(0))))))
-    {
+    let make = || Metric::Gauge(Box::leak(Box::new(Gauge(AtomicI64::new(0)))));
+    match register(name, help, labels, make) {
         Metric::Gauge(g) => g,
         Metric::Counter(_) => panic!("metric {name} registered as a counter and a gauge"),
     }
