@@ -11,7 +11,8 @@ const listeners = new Set();
 
 export class ApiError extends Error {
   constructor(status, body) {
-    const detail = body && (body.message || body.error || body.code);
+    const error = body && (body.error || body);
+    const detail = error && (error.message || error.code);
     super(detail ? `${status}: ${detail}` : `HTTP ${status}`);
     this.status = status;
     this.body = body;

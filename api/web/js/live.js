@@ -17,9 +17,14 @@ function setState(state) {
   for (const listener of stateListeners) listener(state);
 }
 
+/** Start the feed (a no-op when it runs or waits to reconnect). */
 export function connect() {
+  if (wanted) return;
   wanted = true;
-  clearTimeout(retryTimer);
+  open();
+}
+
+function open() {
   if (socket && socket.readyState <= WebSocket.OPEN) return;
   const token = accessToken();
   if (!token) return;
@@ -43,7 +48,7 @@ export function connect() {
     socket = null;
     setState('off');
     if (!wanted) return;
-    retryTimer = setTimeout(connect, retryDelay);
+    retryTimer = setTimeout(open, retryDelay);
     retryDelay = Math.min(retryDelay * 2, 30000);
   });
 }

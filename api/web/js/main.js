@@ -2,7 +2,7 @@
 // one view function per route, and a per-view cleanup list for subscriptions and timers.
 import { currentUser, logout, onAuthChange } from './api.js';
 import { connect, disconnect, onLiveState } from './live.js';
-import { h } from './dom.js';
+import { h, replace } from './dom.js';
 import { parseHash } from './router.js';
 import { loginView } from './views/login.js';
 import { overviewView } from './views/overview.js';
@@ -36,7 +36,7 @@ async function render() {
     topbar.hidden = true;
     disconnect();
     document.title = 'Log in · vncguard';
-    main.replaceChildren(loginView());
+    replace(main, loginView());
     return;
   }
   topbar.hidden = false;
@@ -53,7 +53,7 @@ async function render() {
 
   const route = routes.find(([pattern]) => pattern.test(path));
   if (!route) {
-    main.replaceChildren(h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/' }, 'Back to the overview')));
+    replace(main, h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/' }, 'Back to the overview')));
     return;
   }
   const [pattern, view, title] = route;
@@ -67,10 +67,10 @@ async function render() {
   };
   try {
     const content = await view(ctx);
-    if (ctx.isCurrent()) main.replaceChildren(content);
+    if (ctx.isCurrent()) replace(main, content);
   } catch (error) {
     if (!ctx.isCurrent()) return;
-    main.replaceChildren(h('h1', {}, title), h('p', { class: 'error', role: 'alert' }, `Could not load: ${error.message}`));
+    replace(main, h('h1', {}, title), h('p', { class: 'error', role: 'alert' }, `Could not load: ${error.message}`));
   }
 }
 

@@ -1,6 +1,6 @@
 // Firewall: the decisions in force with a live countdown, and block / unblock for analysts.
 import { canAct, get, listOf, post } from '../api.js';
-import { h, field, select, toast } from '../dom.js';
+import { h, field, select, toast, replace } from '../dom.js';
 import { duration, text, time } from '../format.js';
 import { subscribe } from '../live.js';
 import { BLOCK_DURATIONS } from './threats.js';
@@ -30,7 +30,7 @@ export async function firewallView(ctx) {
   }
 
   function draw() {
-    tbody.replaceChildren(...(rules.length ? rules.map((rule) => h('tr', { dataset: { decisionId: ruleId(rule) } },
+    replace(tbody, ...(rules.length ? rules.map((rule) => h('tr', { dataset: { decisionId: ruleId(rule) } },
       h('td', { class: 'mono' }, text(ruleTarget(rule))),
       h('td', {}, text(rule.action)),
       h('td', {}, text(rule.origin)),

@@ -2,7 +2,7 @@
 // WebSocket (counters change as events arrive; a debounced re-read keeps them exact).
 import { get, listOf, query } from '../api.js';
 import { barChart } from '../charts.js';
-import { h } from '../dom.js';
+import { h, replace } from '../dom.js';
 import { ago, label, num, severity, text } from '../format.js';
 import { subscribe } from '../live.js';
 
@@ -56,7 +56,7 @@ export async function overviewView(ctx) {
 
   function drawCards() {
     const systemStatus = state.system_status || (status && status.status) || 'unknown';
-    cards.replaceChildren(
+    replace(cards,
       card('Active sessions', num(state.active_sessions), 'active-sessions'),
       card('Threats, last 24 h', num(state.threats_24h), 'threats-24h', Number(state.threats_24h) > 0 ? 'bad' : ''),
       card('Blocked addresses', num(state.blocked_ips), 'blocked-ips'),
@@ -65,12 +65,12 @@ export async function overviewView(ctx) {
   }
 
   function drawCharts() {
-    riskPanel.replaceChildren(
+    replace(riskPanel,
       h('h2', { id: 'risk-title' }, 'Risk distribution of sessions'),
       barChart(distribution(state.risk_distribution), { description: 'Sessions per risk band' }),
     );
     const series = buckets.map((bucket) => ({ label: `${new Date(bucket.at).getHours()}h`, value: bucket.value }));
-    timePanel.replaceChildren(
+    replace(timePanel,
       h('h2', { id: 'time-title' }, 'Threats per hour, last 24 h'),
       barChart(series, { description: `Threats per hour over the last 24 hours, ${series.reduce((a, b) => a + b.value, 0)} in all`, labelEvery: 3 }),
     );
@@ -86,7 +86,7 @@ export async function overviewView(ctx) {
 
   drawCards();
   drawCharts();
-  recent.replaceChildren(...threats.slice(0, 8).map((threat) => threatItem(threat)));
+  replace(recent, ...threats.slice(0, 8).map((threat) => threatItem(threat)));
 
   let refetch = null;
   function refreshSoon() {

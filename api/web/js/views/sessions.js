@@ -1,22 +1,24 @@
 // Sessions: the filtered, sorted, paginated list (state in the URL, so a view can be shared),
 // and one session's page with its handshake, counters, geo, risk breakdown and threats.
 import { get, listOf, query } from '../api.js';
-import { h, field, select } from '../dom.js';
+import { h, field, select, replace } from '../dom.js';
 import { label, num, risk, severity, text, time, duration } from '../format.js';
 import { setQuery } from '../router.js';
 import { subscribe } from '../live.js';
 
 const PAGE_SIZES = [25, 50, 100];
+// [field, heading, sortable, hidden on a narrow screen]
 const COLUMNS = [
-  ['start_time', 'Started', true],
-  ['client_ip', 'Client', true],
-  ['server_ip', 'Server', false],
-  ['status', 'Status', true],
-  ['auth_result', 'Auth', false],
-  ['client_country', 'Country', false],
-  ['data_transferred', 'MiB', true],
-  ['risk_score', 'Risk', true],
+  ['start_time', 'Started', true, false],
+  ['client_ip', 'Client', true, false],
+  ['server_ip', 'Server', false, true],
+  ['status', 'Status', true, true],
+  ['auth_result', 'Auth', false, false],
+  ['client_country', 'Country', false, true],
+  ['data_transferred', 'MiB', true, true],
+  ['risk_score', 'Risk', true, false],
 ];
+const cellClass = (key, numeric) => [numeric ? 'num' : '', COLUMNS.find(([name]) => name === key)[3] ? 'hide-narrow' : ''].join(' ').trim() || null;
 const FILTERS = ['status', 'client_ip', 'min_risk', 'max_risk', 'from', 'to'];
 
 /** `sort` is `column` (ascending) or `-column` (descending). */
@@ -31,7 +33,8 @@ export async function sessionsView(ctx) {
   const page = Math.max(1, Number(q.get('page')) || 1);
   const sort = q.get('sort') || '-start_time';
   const filters = Object.fromEntries(FILTERS.map((key) => [key, q.get(key) || '']));
-  const body = await get(`/api/sessions${query({ ...filters, sort, limit, offset: (page - 1) * limit })}`);
+  const asInstant = (local) => (local ? new Date(local).toISOString() : '');
+  const body = await get(`/api/sessions${query({ ...filters, from: asInstant(filters.from), to: asInstant(filters.to), sort, limit, offset: (page - 1) * limit })}`);
   const sessions = listOf(body, 'sessions');
   const total = Number(body.total ?? sessions.length);
   const pages = Math.max(1, Math.ceil(total / limit));
@@ -40,21 +43,21 @@ export async function sessionsView(ctx) {
   const { column: sortColumn, descending } = parseSort(sort);
   const header = h('tr', {}, COLUMNS.map(([key, title, sortable]) => {
     const numeric = key === 'risk_score' || key === 'data_transferred';
-    if (!sortable) return h('th', { scope: 'col', class: numeric ? 'num' : '' }, title);
+    if (!sortable) return h('th', { scope: 'col', class: cellClass(key, numeric) }, title);
     const active = key === sortColumn;
     const next = active && descending ? key : `-${key}`;
-    return h('th', { scope: 'col', class: numeric ? 'num' : '', 'aria-sort': active ? (descending ? 'descending' : 'ascending') : 'none' },
+    return h('th', { scope: 'col', class: cellClass(key, numeric), 'aria-sort': active ? (descending ? 'descending' : 'ascending') : 'none' },
       h('button', { type: 'button', class: 'sort', onclick: () => setQuery({ ...current, sort: next, page: 1 }) },
         title, active ? (descending ? ' ▼' : ' ▲') : ''));
   }));
   const rows = sessions.map((session) => h('tr', {},
     h('td', {}, h('a', { href: `#/sessions/${encodeURIComponent(session.id)}` }, time(session.start_time))),
     h('td', { class: 'mono' }, `${text(session.client_ip)}:${text(session.client_port)}`),
-    h('td', { class: 'mono' }, `${text(session.server_ip)}:${text(session.server_port)}`),
-    h('td', {}, text(session.status)),
+    h('td', { class: 'mono hide-narrow' }, `${text(session.server_ip)}:${text(session.server_port)}`),
+    h('td', { class: 'hide-narrow' }, text(session.status)),
     h('td', {}, text(session.auth_result)),
-    h('td', {}, text(session.client_country)),
-    h('td', { class: 'num' }, num(session.data_transferred, 2)),
+    h('td', { class: 'hide-narrow' }, text(session.client_country)),
+    h('td', { class: 'num hide-narrow' }, num(session.data_transferred, 2)),
     h('td', { class: 'num' }, risk(session.risk_score))));
 
   const form = h('form', {
@@ -80,7 +83,7 @@ export async function sessionsView(ctx) {
   let arrived = 0;
   ctx.onCleanup(subscribe('vnc_session_started', () => {
     arrived += 1;
-    newSessions.replaceChildren(`${arrived} new session${arrived === 1 ? '' : 's'} since this page loaded — `,
+    replace(newSessions, `${arrived} new session${arrived === 1 ? '' : 's'} since this page loaded — `,
       h('a', { href: location.hash, onclick: (event) => { event.preventDefault(); setQuery({ ...current, page: 1, _: Date.now() }); } }, 'show'));
   }));
 

@@ -1,7 +1,7 @@
 // Threats: the live feed with severity colours and, for analysts and admins, triage
 // (acknowledge, close with a reason, assign, notes) and blocking the source.
 import { canAct, currentUser, get, listOf, patch, post, query } from '../api.js';
-import { h, field, select, toast } from '../dom.js';
+import { h, field, select, toast, replace } from '../dom.js';
 import { ago, label, num, severity, text, time } from '../format.js';
 import { subscribe } from '../live.js';
 import { setQuery } from '../router.js';
@@ -84,7 +84,7 @@ function threatCard(initial, fresh) {
     item.className = `threat sev-border-${sev}${fresh ? ' fresh' : ''}`;
     fresh = false;
     const notes = notesOf(threat);
-    item.replaceChildren(
+    replace(item,
       h('div', { class: 'threat-head' },
         severity(sev),
         h('span', { class: 'title' }, label(threat.threat_type)),

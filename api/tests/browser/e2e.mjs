@@ -1,0 +1,250 @@
+// The dashboard in Debian's Chromium, driven by playwright-core. Run by api/tests/browser.rs,
+// which starts Postgres, tansu, the pipeline and the API and passes them in the environment:
+//   BASE_URL, SCENARIO (live | viewer | sessions_speed), SCREENSHOT_DIR,
+//   ADMIN_USER/ADMIN_PASSWORD, ANALYST_USER/ANALYST_PASSWORD, VIEWER_USER/VIEWER_PASSWORD.
+// Protocol with the Rust side: a line `REPLAY` on stdout asks it to replay the brute-force capture
+// through the pipeline; a line `RESULT {json}` reports figures. Any failure exits non-zero.
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const BASE_URL = env('BASE_URL');
+const SCENARIO = env('SCENARIO');
+const SCREENSHOT_DIR = env('SCREENSHOT_DIR');
+const users = {
+  admin: [env('ADMIN_USER'), env('ADMIN_PASSWORD')],
+  analyst: [env('ANALYST_USER'), env('ANALYST_PASSWORD')],
+  viewer: [env('VIEWER_USER'), env('VIEWER_PASSWORD')],
+};
+const WIDE = { width: 1280, height: 800 };
+const NARROW = { width: 390, height: 844 };
+
+function check(condition, message) {
+  if (!condition) throw new Error(`check failed: ${message}`);
+}
+
+const stdinLines = createInterface({ input: process.stdin });
+const waiting = [];
+stdinLines.on('line', (line) => waiting.shift()?.(line));
+/** Ask the Rust side for something and wait for its one-line answer. */
+function ask(request) {
+  process.stdout.write(`${request}\n`);
+  return new Promise((resolve) => waiting.push(resolve));
+}
+
+const profile = mkdtempSync(join(tmpdir(), 'vncguard-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  viewport: WIDE,
+});
+const page = context.pages()[0] || (await context.newPage());
+page.setDefaultTimeout(15000);
+const consoleErrors = [];
+page.on('console', (message) => { if (message.type() === 'error') consoleErrors.push(message.text()); });
+page.on('pageerror', (error) => consoleErrors.push(`uncaught: ${error.message}`));
+
+mkdirSync(SCREENSHOT_DIR, { recursive: true });
+async function shot(name) {
+  await page.screenshot({ path: join(SCREENSHOT_DIR, `${SCENARIO}-${name}.png`), fullPage: true });
+}
+
+async function login(role) {
+  const [username, password] = users[role];
+  await page.goto(`${BASE_URL}/`);
+  await page.getByLabel('User name').fill(username);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.locator('#who-role').filter({ hasText: role }).waitFor();
+  await page.locator('#active-sessions').waitFor();
+}
+
+async function go(hash, ready) {
+  await page.evaluate((target) => { location.hash = target; }, hash);
+  await page.locator(ready).first().waitFor();
+}
+
+/** A token from the API itself, for calls the dashboard would never make for this role. */
+async function apiToken(role) {
+  const [username, password] = users[role];
+  const response = await fetch(`${BASE_URL}/api/auth/login`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ username, password }),
+  });
+  check(response.ok, `API login of ${role} answers ${response.status}`);
+  return (await response.json()).access_token;
+}
+
+async function callAs(token, method, path, body) {
+  const response = await fetch(`${BASE_URL}${path}`, {
+    method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+  });
+  return response.status;
+}
+
+const STATE_CHANGING = /^(Acknowledge|Close|Assign|Add note|Block|Unblock)/;
+async function stateChangingControls() {
+  const names = await page.locator('main button').allTextContents();
+  return names.filter((name) => STATE_CHANGING.test(name.trim()));
+}
+
+async function live() {
+  await page.goto(`${BASE_URL}/`);
+  await page.getByLabel('User name').waitFor();
+  await shot('login');
+  await login('analyst');
+  await page.locator('#live-state.on').waitFor();
+  const before = Number((await page.textContent('#threats-24h')).replaceAll(/\D/g, '')) || 0;
+  await shot('overview-before');
+
+  // The overview counts the threat live, without a reload.
+  const answer = await ask('REPLAY');
+  check(answer.startsWith('REPLAYED'), `replay answered ${answer}`);
+  await page.waitForFunction((n) => Number(document.querySelector('#threats-24h').textContent.replaceAll(/\D/g, '')) > n, before, { timeout: 30000 });
+  await page.locator('#recent-threats li', { hasText: 'brute force' }).first().waitFor();
+  await shot('overview-live');
+  await page.setViewportSize(NARROW);
+  await shot('overview-narrow');
+  await page.setViewportSize(WIDE);
+
+  // Threats page: the brute force is there; acknowledge it and block its source from it.
+  await page.getByRole('link', { name: 'Threats' }).click();
+  const card = page.locator('#threat-feed > li', { hasText: 'brute force' }).first();
+  await card.waitFor();
+  const threatId = await card.getAttribute('data-threat-id');
+  const sourceIp = (await card.locator('.threat-meta .mono').first().textContent()).trim();
+  await card.getByRole('button', { name: 'Acknowledge' }).click();
+  const acknowledged = page.locator(`#threat-feed > li[data-threat-id="${threatId}"]`);
+  await acknowledged.locator('.status-acknowledged').waitFor();
+  await acknowledged.getByLabel('Block for').selectOption('24h');
+  await acknowledged.getByRole('button', { name: `Block ${sourceIp}` }).click();
+  await page.locator('.toast', { hasText: `Blocked ${sourceIp}` }).waitFor();
+  await shot('threats');
+  await page.setViewportSize(NARROW);
+  await shot('threats-narrow');
+  await page.setViewportSize(WIDE);
+
+  // The threat's session, with its handshake and risk breakdown.
+  await acknowledged.getByRole('link', { name: 'Session' }).click();
+  await page.getByRole('heading', { name: 'Handshake' }).waitFor();
+  check((await page.textContent('main')).includes('failed'), 'the session page shows the failed authentication');
+  await shot('session');
+
+  await page.getByRole('link', { name: 'Sessions' }).click();
+  await page.locator('#sessions-table tbody tr td a').first().waitFor();
+  await shot('sessions');
+
+  // The decision is on the firewall page with its time left.
+  await page.getByRole('link', { name: 'Firewall' }).click();
+  const rule = page.locator('#rules-table tbody tr', { hasText: sourceIp }).first();
+  await rule.waitFor();
+  const left = await rule.locator('td.countdown').textContent();
+  check(/^2[34]h|^1d/.test(left.trim()), `time left of a 24 h block reads ${left}`);
+  await shot('firewall');
+
+  await page.getByRole('link', { name: 'Fleet and model' }).click();
+  await page.locator('#agents-table').waitFor();
+  await shot('fleet');
+
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByLabel('User name').waitFor();
+  check(await page.locator('#topbar').isHidden(), 'the navigation is hidden after logout');
+  return { threat_id: threatId, source_ip: sourceIp, time_left: left.trim() };
+}
+
+async function viewer() {
+  // An analyst sees the controls on the same data, so their absence below means something.
+  await login('analyst');
+  await go('#/threats', '#threat-feed > li');
+  const analystThreats = await stateChangingControls();
+  await go('#/firewall', '#rules-table tbody tr');
+  const analystFirewall = await stateChangingControls();
+  check(analystThreats.length > 0 && analystFirewall.length > 0, `an analyst sees triage and block controls (${analystThreats}, ${analystFirewall})`);
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByLabel('User name').waitFor();
+
+  await login('viewer');
+  const seen = {};
+  for (const [hash, ready] of [['#/', '#active-sessions'], ['#/threats', '#threat-feed > li'], ['#/firewall', '#rules-table tbody tr'],
+    ['#/sessions', '#sessions-table tbody tr'], ['#/fleet', '#agents-table']]) {
+    await go(hash, ready);
+    seen[hash] = await stateChangingControls();
+    check(seen[hash].length === 0, `a viewer sees no state-changing control on ${hash}: ${seen[hash]}`);
+    check((await page.locator('main form', { hasText: 'Block' }).count()) === 0, `no block form for a viewer on ${hash}`);
+  }
+  await go('#/threats', '#threat-feed > li');
+  await shot('threats');
+  await go('#/firewall', '#rules-table tbody tr');
+  await shot('firewall');
+
+  // The API refuses a viewer whatever the page shows.
+  const token = await apiToken('viewer');
+  const listed = await fetch(`${BASE_URL}/api/threats?limit=1`, { headers: { Authorization: `Bearer ${token}` } }).then((r) => r.json());
+  const threat = (listed.threats || listed)[0];
+  check(threat, 'there is a threat to try triage on');
+  const id = encodeURIComponent(threat.id);
+  const refusals = {
+    acknowledge: await callAs(token, 'PATCH', `/api/threats/${id}`, { status: 'acknowledged' }),
+    close: await callAs(token, 'PATCH', `/api/threats/${id}`, { status: 'closed', close_reason: 'false_positive' }),
+    assign: await callAs(token, 'PATCH', `/api/threats/${id}`, { assignee: 'viewer' }),
+    note: await callAs(token, 'POST', `/api/threats/${id}/notes`, { text: 'not allowed' }),
+    block: await callAs(token, 'POST', '/api/firewall/block', { ip_address: '198.51.100.77', duration: '1h', reason: 'viewer try' }),
+    unblock: await callAs(token, 'POST', '/api/firewall/unblock', { ip_address: '198.51.100.77' }),
+  };
+  for (const [action, status] of Object.entries(refusals)) check(status === 403, `the API answers ${status} to a viewer's ${action}`);
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByLabel('User name').waitFor();
+  return { refusals, threat_id: threat.id };
+}
+
+async function sessionsSpeed() {
+  await login('admin');
+  const timings = [];
+  for (let run = 0; run < 3; run += 1) {
+    // A full load of the page (modules, token from the tab's storage, API call, render).
+    const started = Date.now();
+    await page.goto(`${BASE_URL}/#/sessions`);
+    await page.locator('#sessions-table tbody tr td a').first().waitFor({ state: 'visible' });
+    timings.push(Date.now() - started);
+  }
+  const rows = await page.locator('#sessions-table tbody tr').count();
+  const caption = await page.textContent('#sessions-table caption');
+  await shot('sessions-1m');
+  // Sorting by risk and the next page, also on the full table.
+  const sortStarted = Date.now();
+  await page.getByRole('button', { name: /^Risk/ }).click();
+  await page.waitForFunction(() => location.hash.includes('risk_score'));
+  await page.locator('#sessions-table tbody tr td a').first().waitFor();
+  const sortMs = Date.now() - sortStarted;
+  const nextStarted = Date.now();
+  await page.getByRole('button', { name: 'Next →' }).click();
+  await page.locator('.pager', { hasText: 'Page 2 of' }).waitFor();
+  const nextMs = Date.now() - nextStarted;
+  await shot('sessions-1m-sorted');
+  timings.sort((a, b) => a - b);
+  check(rows === 50, `the first page shows 50 rows, not ${rows}`);
+  check(timings[1] < 1000, `the first page of 1,000,000 sessions renders in under a second (median ${timings[1]} ms of ${timings})`);
+  return { first_row_ms: timings, rows, caption, sort_ms: sortMs, next_page_ms: nextMs };
+}
+
+let result;
+try {
+  result = await ({ live, viewer, sessions_speed: sessionsSpeed })[SCENARIO]();
+  check(consoleErrors.length === 0, `no console errors, got: ${consoleErrors.join(' | ')}`);
+  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+} catch (error) {
+  await shot('failure').catch(() => {});
+  process.stderr.write(`${error.stack || error}\nconsole errors: ${consoleErrors.join(' | ')}\n`);
+  process.exitCode = 1;
+} finally {
+  stdinLines.close();
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
