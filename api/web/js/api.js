@@ -60,7 +60,8 @@ function fromTokenResponse(body, previous) {
     access_token: body.access_token,
     refresh_token: body.refresh_token || (previous && previous.refresh_token),
     expires_at: Date.now() + expiresIn * 1000,
-    user: body.user || (previous && previous.user),
+    // `{user: {username, role}}` (the seed) or `username` and `role` beside the tokens.
+    user: body.user || (body.username ? { username: body.username, role: body.role } : previous && previous.user),
   };
 }
 

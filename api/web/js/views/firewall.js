@@ -21,7 +21,7 @@ export async function firewallView(ctx) {
 
   async function unblock(rule) {
     try {
-      await post('/api/firewall/unblock', { decision_id: ruleId(rule), ip_address: ruleTarget(rule) });
+      await post('/api/firewall/unblock', { decision_id: ruleId(rule) });
       toast(`Unblocked ${ruleTarget(rule)}`);
       await load();
     } catch (error) {

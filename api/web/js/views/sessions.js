@@ -36,8 +36,11 @@ export async function sessionsView(ctx) {
   const asInstant = (local) => (local ? new Date(local).toISOString() : '');
   const body = await get(`/api/sessions${query({ ...filters, from: asInstant(filters.from), to: asInstant(filters.to), sort, limit, offset: (page - 1) * limit })}`);
   const sessions = listOf(body, 'sessions');
+  // The API counts matches up to a cap (`total_capped`) so a huge table answers fast.
   const total = Number(body.total ?? sessions.length);
+  const capped = Boolean(body.total_capped);
   const pages = Math.max(1, Math.ceil(total / limit));
+  const morePages = capped || page < pages;
   const current = { ...filters, sort, limit, page };
 
   const { column: sortColumn, descending } = parseSort(sort);
@@ -93,13 +96,13 @@ export async function sessionsView(ctx) {
     newSessions,
     h('div', { class: 'table-wrap' },
       h('table', { id: 'sessions-table' },
-        h('caption', { class: 'muted' }, `${num(total)} sessions`),
+        h('caption', { class: 'muted' }, capped ? `More than ${num(total)} sessions` : `${num(total)} sessions`),
         h('thead', {}, header),
         h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: COLUMNS.length, class: 'muted' }, 'No sessions match.'))))),
     h('nav', { class: 'pager', 'aria-label': 'Pages' },
       h('button', { type: 'button', class: 'btn secondary small', disabled: page <= 1, onclick: () => setQuery({ ...current, page: page - 1 }) }, '← Previous'),
-      h('span', {}, `Page ${num(page)} of ${num(pages)}`),
-      h('button', { type: 'button', class: 'btn secondary small', disabled: page >= pages, onclick: () => setQuery({ ...current, page: page + 1 }) }, 'Next →')));
+      h('span', {}, `Page ${num(page)} of ${num(pages)}${capped ? '+' : ''}`),
+      h('button', { type: 'button', class: 'btn secondary small', disabled: !morePages, onclick: () => setQuery({ ...current, page: page + 1 }) }, 'Next →')));
 }
 
 function facts(pairs) {

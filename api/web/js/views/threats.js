@@ -6,7 +6,7 @@ import { ago, label, num, severity, text, time } from '../format.js';
 import { subscribe } from '../live.js';
 import { setQuery } from '../router.js';
 
-const CLOSE_REASONS = [['false_positive', 'False positive'], ['true_positive', 'True positive'], ['duplicate', 'Duplicate'], ['benign', 'Benign / expected']];
+const CLOSE_REASONS = [['false_positive', 'False positive'], ['true_positive', 'True positive'], ['duplicate', 'Duplicate'], ['other', 'Other']];
 export const BLOCK_DURATIONS = [['1h', '1 hour'], ['24h', '24 hours'], ['7d', '7 days'], ['30d', '30 days']];
 const FILTERS = ['severity', 'status', 'type', 'source_ip'];
 
