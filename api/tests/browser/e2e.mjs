@@ -54,6 +54,7 @@ page.on('pageerror', (error) => consoleErrors.push(`uncaught: ${error.message}`)
 
 mkdirSync(SCREENSHOT_DIR, { recursive: true });
 async function shot(name) {
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: join(SCREENSHOT_DIR, `${SCENARIO}-${name}.png`), fullPage: true });
 }
 

@@ -80,7 +80,9 @@ window.addEventListener('hashchange', () => {
   const moved = path !== lastPath;
   lastPath = path;
   render().then(() => {
-    if (moved) main.focus({ preventScroll: false });
+    if (!moved) return;
+    window.scrollTo(0, 0);
+    main.focus({ preventScroll: true });
   });
 });
 
