@@ -38,7 +38,10 @@ fn browser_dir() -> PathBuf {
 /// `<target dir>/browser-screenshots`, from this test binary's path (`<target>/<profile>/deps/`).
 fn screenshot_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let target = exe.ancestors().nth(3).expect("target dir above the test binary");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("target dir above the test binary");
     target.join("browser-screenshots")
 }
 
@@ -53,7 +56,11 @@ async fn ensure_node_modules() {
         .status()
         .await
         .expect("running npm (install Node.js and npm)");
-    assert!(status.success(), "npm ci failed in {}", browser_dir().display());
+    assert!(
+        status.success(),
+        "npm ci failed in {}",
+        browser_dir().display()
+    );
 }
 
 /// Postgres, tansu, the pipeline stages and the API, stopped on drop of `stop`.
@@ -73,7 +80,9 @@ async fn until_stopped(mut stopped: watch::Receiver<bool>) {
 
 impl Stack {
     async fn start() -> Stack {
-        let database = testkit::TestDatabase::create().await.expect("test database");
+        let database = testkit::TestDatabase::create()
+            .await
+            .expect("test database");
         let pool = sink::connect_pool(database.url(), 8, Duration::from_secs(10)).expect("pool");
         sink::migrate::migrate(&mut pool.get().await.expect("connection"))
             .await
@@ -84,7 +93,11 @@ impl Stack {
                 .unwrap()
                 .execute(
                     "INSERT INTO users (username, password_hash, role) VALUES ($1, $2, $3)",
-                    &[&username, &api::auth::hash_password(PASSWORD).unwrap(), &role],
+                    &[
+                        &username,
+                        &api::auth::hash_password(PASSWORD).unwrap(),
+                        &role,
+                    ],
                 )
                 .await
                 .expect("creating a user");
@@ -106,15 +119,19 @@ impl Stack {
         let enricher = Enricher::new(geo, Reputation::new(None, None), EnricherConfig::default());
         let mut tasks = vec![
             tokio::spawn(pipeline::run(
-                bus.consumer("browser-enricher", &[topics::SESSIONS_RAW.name]).unwrap(),
+                bus.consumer("browser-enricher", &[topics::SESSIONS_RAW.name])
+                    .unwrap(),
                 bus.producer().unwrap(),
                 EnricherStage::new(enricher, NoHistory),
                 options.clone(),
                 until_stopped(stopped.clone()),
             )),
             tokio::spawn(pipeline::run(
-                bus.consumer("browser-scorer", &[topics::SESSIONS_ENRICHED.name, topics::MODELS.name])
-                    .unwrap(),
+                bus.consumer(
+                    "browser-scorer",
+                    &[topics::SESSIONS_ENRICHED.name, topics::MODELS.name],
+                )
+                .unwrap(),
                 bus.producer().unwrap(),
                 ScoringStage::new(
                     ModelStore::new(DEFAULT_MODEL_NAME),
@@ -134,8 +151,12 @@ impl Stack {
             until_stopped(stopped.clone()),
         )));
 
-        let state = AppState::new(ApiConfig::new("browser-test-secret-of-32-bytes!!"), pool.clone(), &bus)
-            .expect("api state");
+        let state = AppState::new(
+            ApiConfig::new("browser-test-secret-of-32-bytes!!"),
+            pool.clone(),
+            &bus,
+        )
+        .expect("api state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let api_bus = bus.clone();
@@ -162,14 +183,32 @@ impl Stack {
             .expect("analysing the brute-force capture");
         let outputs: Vec<Output> = events
             .iter()
-            .map(|event| Output::encode(&topics::SESSIONS_RAW, event.summary.client_ip.clone(), event).unwrap())
+            .map(|event| {
+                Output::encode(
+                    &topics::SESSIONS_RAW,
+                    event.summary.client_ip.clone(),
+                    event,
+                )
+                .unwrap()
+            })
             .collect();
-        self.bus.producer().unwrap().send(outputs).await.expect("publishing");
+        self.bus
+            .producer()
+            .unwrap()
+            .send(outputs)
+            .await
+            .expect("publishing");
         events.len()
     }
 
     async fn execute(&self, sql: &str) {
-        self.pool.get().await.unwrap().batch_execute(sql).await.expect(sql);
+        self.pool
+            .get()
+            .await
+            .unwrap()
+            .batch_execute(sql)
+            .await
+            .expect(sql);
     }
 
     async fn stop(self) {
@@ -197,7 +236,9 @@ async fn run_scenario(stack: &Stack, scenario: &str) -> Value {
         .kill_on_drop(true);
     for (role, username) in USERS {
         let role = role.to_uppercase();
-        command.env(format!("{role}_USER"), username).env(format!("{role}_PASSWORD"), PASSWORD);
+        command
+            .env(format!("{role}_USER"), username)
+            .env(format!("{role}_PASSWORD"), PASSWORD);
     }
     let mut child = command.spawn().expect("starting node");
     let mut stdin = child.stdin.take().unwrap();
@@ -207,7 +248,10 @@ async fn run_scenario(stack: &Stack, scenario: &str) -> Value {
         while let Some(line) = lines.next_line().await.unwrap() {
             if line == "REPLAY" {
                 let events = stack.replay_brute_force().await;
-                stdin.write_all(format!("REPLAYED {events}\n").as_bytes()).await.unwrap();
+                stdin
+                    .write_all(format!("REPLAYED {events}\n").as_bytes())
+                    .await
+                    .unwrap();
             } else if let Some(json) = line.strip_prefix("RESULT ") {
                 result = Some(serde_json::from_str::<Value>(json).expect("RESULT json"));
             } else {
@@ -219,7 +263,11 @@ async fn run_scenario(stack: &Stack, scenario: &str) -> Value {
         .await
         .expect("the browser scenario finishes within 4 minutes");
     let status = child.wait().await.unwrap();
-    assert!(status.success(), "browser scenario {scenario} failed ({status}); screenshots in {}", screenshot_dir().display());
+    assert!(
+        status.success(),
+        "browser scenario {scenario} failed ({status}); screenshots in {}",
+        screenshot_dir().display()
+    );
     let result = result.expect("the scenario reported a RESULT");
     println!("{scenario}: {result}");
     result
@@ -235,7 +283,10 @@ async fn analyst_sees_brute_force_live_acknowledges_blocks_and_logs_out() {
     let source_ip = result["source_ip"].as_str().unwrap();
     let client = stack.pool.get().await.unwrap();
     let threat = client
-        .query_one("SELECT status, threat_type FROM threat_logs WHERE id = $1", &[&threat_id])
+        .query_one(
+            "SELECT status, threat_type FROM threat_logs WHERE id = $1",
+            &[&threat_id],
+        )
         .await
         .unwrap();
     assert_eq!(threat.get::<_, String>(0), "acknowledged");
@@ -276,13 +327,24 @@ async fn viewer_sees_no_state_changing_control_and_the_api_refuses_it() {
     }
     let client = stack.pool.get().await.unwrap();
     let threat = client
-        .query_one("SELECT status, assignee, notes::text FROM threat_logs WHERE id = 't-viewer'", &[])
+        .query_one(
+            "SELECT status, assignee, notes::text FROM threat_logs WHERE id = 't-viewer'",
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!(threat.get::<_, String>(0), "open", "the viewer changed nothing");
+    assert_eq!(
+        threat.get::<_, String>(0),
+        "open",
+        "the viewer changed nothing"
+    );
     assert_eq!(threat.get::<_, Option<String>>(1), None);
     assert_eq!(threat.get::<_, String>(2), "[]");
-    let decisions: i64 = client.query_one("SELECT count(*) FROM decisions", &[]).await.unwrap().get(0);
+    let decisions: i64 = client
+        .query_one("SELECT count(*) FROM decisions", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(decisions, 1, "no decision from the viewer");
     drop(client);
     stack.stop().await;

@@ -18,7 +18,7 @@ export async function fleetView() {
   const current = (modelsBody && modelsBody.current) || models[0] || null;
 
   const agentRows = agents.map((agent) => {
-    const stale = (Date.now() - new Date(agent.last_heartbeat).getTime()) / 1000 > STALE_SECS;
+    const stale = agent.stale ?? (Date.now() - new Date(agent.last_heartbeat).getTime()) / 1000 > STALE_SECS;
     return h('tr', {},
       h('td', {}, text(agent.agent_id)),
       h('td', {}, text(agent.hostname)),
