@@ -57,16 +57,6 @@ impl KafkaBus {
         config
     }
 
-    /// A consumer that starts at the end of its topics and commits nothing: for live fan-out
-    /// (every API instance sees every event) rather than processing.
-    pub fn tail_consumer(&self, topics: &[&str]) -> Result<KafkaConsumer, BusError> {
-        let group = format!("vncguard-tail-{}", unique_suffix());
-        let mut config = self.consumer_config(&group);
-        config.set("auto.offset.reset", "latest");
-        config.set("enable.auto.commit", "false");
-        self.subscribe(config, &group, topics)
-    }
-
     fn consumer_config(&self, group: &str) -> ClientConfig {
         let mut config = self.client_config();
         config
@@ -128,6 +118,14 @@ impl crate::Bus for KafkaBus {
 
     fn consumer(&self, group: &str, topics: &[&str]) -> Result<KafkaConsumer, BusError> {
         self.subscribe(self.consumer_config(group), group, topics)
+    }
+
+    fn tail_consumer(&self, topics: &[&str]) -> Result<KafkaConsumer, BusError> {
+        let group = format!("vncguard-tail-{}", unique_suffix());
+        let mut config = self.consumer_config(&group);
+        config.set("auto.offset.reset", "latest");
+        config.set("enable.auto.commit", "false");
+        self.subscribe(config, &group, topics)
     }
 
     fn producer(&self) -> Result<KafkaProducer, BusError> {

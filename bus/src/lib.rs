@@ -152,6 +152,10 @@ pub trait Bus: Clone + Send + Sync + 'static {
     /// A member of consumer group `group` reading `topics`.
     fn consumer(&self, group: &str, topics: &[&str]) -> Result<Self::Consumer, BusError>;
 
+    /// A consumer of its own that starts at the end of `topics` and commits nothing: for live
+    /// fan-out, where every reader (each API instance) sees every new event.
+    fn tail_consumer(&self, topics: &[&str]) -> Result<Self::Consumer, BusError>;
+
     fn producer(&self) -> Result<Self::Producer, BusError>;
 
     /// Creates the topics that do not exist yet.

@@ -81,12 +81,6 @@ impl MemoryBus {
         }
     }
 
-    /// A consumer that starts at the end of its topics: for live fan-out.
-    pub fn tail_consumer(&self, topics: &[&str]) -> Result<MemoryConsumer, BusError> {
-        let group = format!("tail-{}", self.shared.lock().next_member);
-        self.join(&group, topics, true)
-    }
-
     fn join(&self, group: &str, topics: &[&str], at_end: bool) -> Result<MemoryConsumer, BusError> {
         let mut state = self.shared.lock();
         state.next_member += 1;
@@ -143,6 +137,11 @@ impl crate::Bus for MemoryBus {
 
     fn consumer(&self, group: &str, topics: &[&str]) -> Result<MemoryConsumer, BusError> {
         self.join(group, topics, false)
+    }
+
+    fn tail_consumer(&self, topics: &[&str]) -> Result<MemoryConsumer, BusError> {
+        let group = format!("tail-{}", self.shared.lock().next_member);
+        self.join(&group, topics, true)
     }
 
     fn producer(&self) -> Result<MemoryProducer, BusError> {

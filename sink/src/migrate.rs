@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "operations",
         sql: include_str!("../migrations/0002_operations.sql"),
     },
+    Migration {
+        version: 3,
+        name: "api_tokens",
+        sql: include_str!("../migrations/0003_api_tokens.sql"),
+    },
 ];
 
 /// Key of the advisory lock migrations hold (the bytes of "vncmigr").

@@ -1,0 +1,356 @@
+//! Authentication: argon2id password hashes, short-lived HS256 access tokens (JWT) with a `jti`,
+//! rotated refresh tokens stored as SHA-256 hashes, and the revocation list of access tokens
+//! that logged out (Postgres, mirrored in memory so every request is checked without a query).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// A user's role; each includes the rights of the ones before it (see `api/PERMISSIONS.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything but users and the audit log.
+    Viewer,
+    /// Also triages threats, blocks, unblocks and quarantines.
+    Analyst,
+    /// Also manages users and settings.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "viewer" => Some(Role::Viewer),
+            "analyst" => Some(Role::Analyst),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// Username.
+    pub sub: String,
+    /// User id.
+    pub uid: i64,
+    pub role: Role,
+    /// Token id, the key of the revocation list.
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Most revoked token ids held in memory; past it the ones expiring first go (they are refused
+/// by their expiry anyway once it passes, and the database keeps the full list).
+const REVOKED_CACHE_CAP: usize = 100_000;
+
+pub struct Auth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    /// jti → expiry (seconds since the epoch).
+    revoked: Mutex<HashMap<String, i64>>,
+}
+
+impl Auth {
+    pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
+        Auth {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            access_ttl,
+            refresh_ttl,
+            revoked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A new access token for the user, with its claims.
+    pub fn issue_access(
+        &self,
+        uid: i64,
+        username: &str,
+        role: Role,
+    ) -> Result<(String, Claims), ApiError> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: username.to_string(),
+            uid,
+            role,
+            jti: uuid::Uuid::new_v4().to_string(),
+            iat: now,
+            exp: now + self.access_ttl.as_secs() as i64,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| ApiError::unavailable("token signer", e))?;
+        Ok((token, claims))
+    }
+
+    /// The claims of a valid, unexpired, unrevoked HS256 token signed with our secret.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                telemetry::counter(
+                    "api_tokens_refused_total",
+                    "Access tokens refused",
+                    &[("reason", "invalid")],
+                )
+                .inc();
+                ApiError::unauthorized(format!("invalid token: {e}"))
+            })?
+            .claims;
+        if self.is_revoked(&claims.jti) {
+            telemetry::counter(
+                "api_tokens_refused_total",
+                "Access tokens refused",
+                &[("reason", "revoked")],
+            )
+            .inc();
+            return Err(ApiError::unauthorized("token revoked"));
+        }
+        Ok(claims)
+    }
+
+    fn is_revoked(&self, jti: &str) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(jti)
+    }
+
+    /// Adds token ids to the in-memory list, pruning expired entries (then the soonest to
+    /// expire) when it is full.
+    pub fn remember_revoked(&self, entries: impl IntoIterator<Item = (String, i64)>) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        for (jti, exp) in entries {
+            if revoked.len() >= REVOKED_CACHE_CAP {
+                let now = Utc::now().timestamp();
+                revoked.retain(|_, exp| *exp > now);
+                if revoked.len() >= REVOKED_CACHE_CAP {
+                    if let Some(oldest) = revoked
+                        .iter()
+                        .min_by_key(|(_, exp)| **exp)
+                        .map(|(j, _)| j.clone())
+                    {
+                        revoked.remove(&oldest);
+                        telemetry::counter(
+                            "api_revoked_cache_evictions_total",
+                            "Revoked token ids evicted from memory",
+                            &[],
+                        )
+                        .inc();
+                    }
+                }
+            }
+            revoked.insert(jti, exp);
+        }
+    }
+
+    /// Revokes an access token now, in memory and in Postgres.
+    pub async fn revoke(
+        &self,
+        client: &deadpool_postgres::Client,
+        claims: &Claims,
+    ) -> Result<(), ApiError> {
+        self.remember_revoked([(claims.jti.clone(), claims.exp)]);
+        client
+            .execute(
+                "INSERT INTO api_revoked_tokens (jti, expires_at) VALUES ($1, to_timestamp($2)) ON CONFLICT DO NOTHING",
+                &[&claims.jti, &(claims.exp as f64)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Loads the token ids other instances revoked since `since` (all unexpired ones when None);
+    /// returns the newest revocation time seen.
+    pub async fn load_revoked(
+        &self,
+        client: &deadpool_postgres::Client,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
+        let since = since.unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let rows = client
+            .query(
+                "SELECT jti, extract(epoch FROM expires_at)::bigint, revoked_at FROM api_revoked_tokens
+                 WHERE revoked_at >= $1 AND expires_at > now()",
+                &[&since],
+            )
+            .await?;
+        let newest = rows.iter().map(|r| r.get::<_, DateTime<Utc>>(2)).max();
+        self.remember_revoked(rows.iter().map(|r| (r.get(0), r.get(1))));
+        Ok(newest)
+    }
+}
+
+/// Follows the revocation list in Postgres so a logout on another instance applies here within
+/// `every`; also deletes rows past their expiry.
+pub async fn follow_revocations(state: AppState, every: Duration) {
+    let mut since: Option<DateTime<Utc>> = None;
+    loop {
+        match state.pool.get().await {
+            Ok(client) => {
+                // Re-read a little before the newest seen: revocations commit out of order.
+                let from = since.map(|t| t - chrono::Duration::seconds(10));
+                match state.auth.load_revoked(&client, from).await {
+                    Ok(newest) => since = newest.or(since),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the revocation list"),
+                }
+                let _ = client.execute("DELETE FROM api_revoked_tokens WHERE expires_at < now() - interval '1 minute'", &[]).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the revocation list"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// An argon2id hash (PHC string) of `password`.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt_bytes: [u8; 16] = rand::rng().random();
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|e| ApiError::unavailable("password hasher", e))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| ApiError::unavailable("password hasher", e))
+}
+
+/// Whether `password` matches the PHC `hash`.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Refuses passwords too short to resist guessing or too long to hash cheaply.
+pub fn check_password_policy(field: &str, password: &str) -> Result<(), ApiError> {
+    let length = password.chars().count();
+    if !(10..=256).contains(&length) {
+        return Err(ApiError::invalid(
+            field,
+            "a password has 10 to 256 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A new opaque refresh token and the hash it is stored under.
+pub fn new_refresh_token() -> (String, String) {
+    let bytes: [u8; 32] = rand::rng().random();
+    let token = hex::encode(bytes);
+    let hash = hash_refresh_token(&token);
+    (token, hash)
+}
+
+pub fn hash_refresh_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The bearer token of a request: `Authorization: Bearer <token>`.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub Claims);
+
+impl AuthUser {
+    /// Refuses the request (403) unless the caller's role is at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.0.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {} role",
+                role.as_str()
+            )))
+        }
+    }
+
+    pub fn username(&self) -> &str {
+        &self.0.sub
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(&parts.headers)
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        state.auth.verify(token).map(AuthUser)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_only_against_their_hash() {
+        let hash = hash_password("correct horse battery").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery", &hash));
+        assert!(!verify_password("correct horse battery!", &hash));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn tokens_verify_until_revoked() {
+        let auth = Auth::new(b"secret", Duration::from_secs(60), Duration::from_secs(600));
+        let (token, claims) = auth.issue_access(1, "ana", Role::Analyst).unwrap();
+        assert_eq!(auth.verify(&token).unwrap().role, Role::Analyst);
+        auth.remember_revoked([(claims.jti.clone(), claims.exp)]);
+        assert_eq!(auth.verify(&token).unwrap_err().code, "unauthorized");
+        let other = Auth::new(b"other", Duration::from_secs(60), Duration::from_secs(600));
+        let (foreign, _) = other.issue_access(1, "ana", Role::Admin).unwrap();
+        assert!(auth.verify(&foreign).is_err());
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Admin > Role::Analyst && Role::Analyst > Role::Viewer);
+        assert_eq!(Role::parse("admin"), Some(Role::Admin));
+        assert_eq!(Role::parse("root"), None);
+    }
+}

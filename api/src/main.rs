@@ -1,0 +1,200 @@
+//! `api serve` (default): the REST API, WebSocket and dashboard. `api create-admin`: the first
+//! administrator.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use api::rate_limit::RateSpec;
+use api::{ApiConfig, AppState};
+use clap::{Args, Parser, Subcommand};
+
+/// The dev-only signing key, used with --insecure-dev when JWT_SECRET is not set.
+const DEV_SECRET: &str = "vncguard-insecure-development-secret";
+
+#[derive(Parser)]
+#[command(
+    name = "api",
+    version,
+    about = "vncguard API: REST, WebSocket live events, dashboard"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Create an admin user (the password is read from an environment variable).
+    CreateAdmin {
+        #[arg(long)]
+        username: String,
+        /// Name of the environment variable that holds the password.
+        #[arg(long)]
+        password_env: String,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    host: String,
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/vncguard"
+    )]
+    database_url: String,
+    /// Connections in the Postgres pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
+    database_pool_size: usize,
+    /// HS256 key for access tokens; required unless --insecure-dev.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Allow a built-in JWT secret (development only; printed as a warning).
+    #[arg(long, env = "INSECURE_DEV")]
+    insecure_dev: bool,
+    /// Access token lifetime in seconds.
+    #[arg(long, env = "JWT_ACCESS_TTL_SECS", default_value_t = 900)]
+    jwt_access_ttl_secs: u64,
+    /// Refresh token lifetime in seconds.
+    #[arg(long, env = "JWT_REFRESH_TTL_SECS", default_value_t = 7 * 86_400)]
+    jwt_refresh_ttl_secs: u64,
+    /// CORS origins, comma-separated.
+    #[arg(
+        long,
+        env = "ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    allowed_origins: Vec<String>,
+    /// Limit per client address on /api/auth/*: MAX/SECONDS or off.
+    #[arg(long, env = "AUTH_RATE_LIMIT", default_value = "100/900")]
+    auth_rate_limit: RateSpec,
+    /// Limit per client address on the rest of /api and /ws: MAX/SECONDS or off.
+    #[arg(long, env = "API_RATE_LIMIT", default_value = "3000/60")]
+    api_rate_limit: RateSpec,
+    /// Capture agents' heartbeat interval in seconds (three missed make an agent stale).
+    #[arg(long, env = "AGENT_HEARTBEAT_INTERVAL_SECS", default_value_t = 30)]
+    agent_heartbeat_interval_secs: u64,
+    /// Events queued per WebSocket client before it is dropped.
+    #[arg(long, env = "WS_CLIENT_QUEUE", default_value_t = 1024)]
+    ws_client_queue: usize,
+    /// Apply the database migrations at start.
+    #[arg(long, env = "API_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    migrate: bool,
+    /// First admin, created at start when no admin exists (with VNCGUARD_ADMIN_PASSWORD).
+    #[arg(long, env = "VNCGUARD_ADMIN_USER")]
+    admin_user: Option<String>,
+    #[arg(long, env = "VNCGUARD_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    #[command(flatten)]
+    bus: bus::BusArgs,
+    #[command(flatten)]
+    log: telemetry::LogArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    cli.serve.log.init();
+    let args = cli.serve;
+    let pool = sink::connect_pool(
+        &args.database_url,
+        args.database_pool_size,
+        Duration::from_secs(5),
+    )
+    .context("database pool")?;
+    if args.migrate {
+        let mut client = pool.get().await.context("connecting to the database")?;
+        sink::migrate::migrate(&mut client)
+            .await
+            .context("applying migrations")?;
+    }
+    match cli.command {
+        Some(Command::CreateAdmin {
+            username,
+            password_env,
+        }) => {
+            let password = std::env::var(&password_env)
+                .with_context(|| format!("{password_env} is not set"))?;
+            api::auth::check_password_policy("password", &password)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let client = pool.get().await?;
+            match api::routes::users::insert_user(
+                &client,
+                &username,
+                &password,
+                api::auth::Role::Admin,
+            )
+            .await
+            {
+                Ok(Some(user)) => println!("created admin {} (id {})", user.username, user.id),
+                Ok(None) => bail!("user {username} exists already"),
+                Err(e) => bail!("cannot create the admin: {}", e.message),
+            }
+            Ok(())
+        }
+        None | Some(Command::Serve) => serve(args, pool).await,
+    }
+}
+
+async fn serve(args: ServeArgs, pool: deadpool_postgres::Pool) -> anyhow::Result<()> {
+    let secret = match (args.jwt_secret, args.insecure_dev) {
+        (Some(secret), _) if secret.len() >= 32 => secret,
+        (Some(_), _) => bail!("JWT_SECRET must have at least 32 characters"),
+        (None, true) => {
+            tracing::warn!("JWT_SECRET is not set: using the built-in development secret (--insecure-dev); never do this in production");
+            DEV_SECRET.to_string()
+        }
+        (None, false) => bail!("JWT_SECRET is required (or --insecure-dev for development)"),
+    };
+    if let (Some(user), Some(password)) = (&args.admin_user, &args.admin_password) {
+        let client = pool.get().await?;
+        let admins: i64 = client
+            .query_one("SELECT count(*) FROM users WHERE role = 'admin'", &[])
+            .await?
+            .get(0);
+        if admins == 0 {
+            api::auth::check_password_policy("password", password)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            api::routes::users::insert_user(&client, user, password, api::auth::Role::Admin)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            tracing::info!(user = %user, "created the first admin");
+        }
+    }
+    let mut config = ApiConfig::new(secret);
+    config.access_ttl = Duration::from_secs(args.jwt_access_ttl_secs);
+    config.refresh_ttl = Duration::from_secs(args.jwt_refresh_ttl_secs);
+    config.allowed_origins = args
+        .allowed_origins
+        .into_iter()
+        .filter(|o| !o.is_empty())
+        .collect();
+    config.auth_rate = args.auth_rate_limit;
+    config.api_rate = args.api_rate_limit;
+    config.agent_heartbeat_interval =
+        Duration::from_secs(args.agent_heartbeat_interval_secs.max(1));
+    config.ws_queue = args.ws_client_queue;
+    let bus = bus::kafka::KafkaBus::new(&args.bus).context("bus")?;
+    let state = AppState::new(config, pool, &bus).context("bus producer")?;
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .context("HOST/PORT")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "api listening");
+    api::serve(state, bus, listener, async {
+        bus::pipeline::shutdown_signal().await;
+    })
+    .await
+    .context("serving")
+}
