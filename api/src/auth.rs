@@ -22,7 +22,9 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// A user's role; each includes the rights of the ones before it (see `api/PERMISSIONS.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads everything but users and the audit log.
