@@ -201,11 +201,10 @@ impl Auth {
         client: &deadpool_postgres::Client,
         since: Option<DateTime<Utc>>,
     ) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
-        let since = since.unwrap_or(DateTime::<Utc>::MIN_UTC);
         let rows = client
             .query(
                 "SELECT jti, extract(epoch FROM expires_at)::bigint, revoked_at FROM api_revoked_tokens
-                 WHERE revoked_at >= $1 AND expires_at > now()",
+                 WHERE ($1::timestamptz IS NULL OR revoked_at >= $1) AND expires_at > now()",
                 &[&since],
             )
             .await?;
