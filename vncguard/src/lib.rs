@@ -1,6 +1,6 @@
-//! The embedded mode: capture replay, enricher, scorer and sink in one process on the in-process
-//! bus ([`bus::memory::MemoryBus`]), writing the local Postgres. The stages are the same code the
-//! distributed binaries run on Kafka.
+//! The embedded mode: capture replay, enricher, scorer, sink and the API with its dashboard in one
+//! process on the in-process bus ([`bus::memory::MemoryBus`]), writing the local Postgres. The
+//! stages are the same code the distributed binaries run on Kafka.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -170,6 +170,42 @@ impl Embedded {
         Ok(report.published)
     }
 
+    /// Serves the REST API, the WebSocket fan-out and the dashboard on `listener` from the
+    /// in-process bus, until the embedded mode stops.
+    pub fn serve_api(
+        &mut self,
+        config: api::ApiConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<()> {
+        let state = api::AppState::new(config, self.pool.clone(), &self.bus)?;
+        let stopped = self.stop.subscribe();
+        let bus = self.bus.clone();
+        self.stages.push(tokio::spawn(async move {
+            if let Err(e) = api::serve(state, bus, listener, until_stopped(stopped)).await {
+                tracing::error!(error = %e, "the API stopped");
+            }
+        }));
+        Ok(())
+    }
+
+    /// Creates the admin `username` with a fresh random password when no admin exists yet, and
+    /// returns that password.
+    pub async fn ensure_admin(&self, username: &str) -> Result<Option<String>> {
+        let client = self.pool.get().await?;
+        let admins: i64 = client
+            .query_one("SELECT count(*) FROM users WHERE role = 'admin'", &[])
+            .await?
+            .get(0);
+        if admins > 0 {
+            return Ok(None);
+        }
+        let password = random_token(12)?;
+        api::routes::users::insert_user(&client, username, &password, api::auth::Role::Admin)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        Ok(Some(password))
+    }
+
     /// Stops every stage after its current batch and waits for them.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
@@ -181,6 +217,14 @@ impl Embedded {
 
 async fn until_stopped(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|&stop| stop).await;
+}
+
+/// `bytes` random bytes from the kernel, as hex.
+pub fn random_token(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut buffer = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buffer)?;
+    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The capture files in `dir`, sorted by name.

@@ -1,5 +1,5 @@
-//! `vncguard`: the whole product in one process — capture replay, enricher, scorer and sink on
-//! the in-process bus, writing the local Postgres.
+//! `vncguard`: the whole product in one process — capture replay, enricher, scorer, sink and the
+//! API with its dashboard on the in-process bus, writing the local Postgres.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +33,17 @@ struct Args {
     /// Identity of the embedded capture agent.
     #[arg(long, env = "AGENT_ID", default_value = "embedded")]
     agent_id: String,
+    /// Address of the API and dashboard.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
+    /// Key of the API's access tokens; without it a random key is kept in `.data/jwt-secret`.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Name of the admin created when the database has none (its password is printed once).
+    #[arg(long, env = "VNCGUARD_ADMIN_USER", default_value = "admin")]
+    admin_user: String,
     /// Serve Prometheus metrics on this address.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9100")]
     metrics_addr: std::net::SocketAddr,
@@ -51,7 +62,7 @@ async fn main() -> Result<()> {
         agent_id: args.agent_id.clone(),
         ..Default::default()
     };
-    let embedded = Embedded::start(EmbeddedConfig {
+    let mut embedded = Embedded::start(EmbeddedConfig {
         database_url: args.database_url.clone(),
         geoip_city_db: args.geoip_city_db,
         geoip_asn_db: args.geoip_asn_db,
@@ -60,6 +71,17 @@ async fn main() -> Result<()> {
         agent,
     })
     .await?;
+
+    let secret = match args.jwt_secret {
+        Some(secret) => secret,
+        None => local_secret()?,
+    };
+    let address = std::net::SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address} (PORT sets another port)"))?;
+    embedded.serve_api(api::ApiConfig::new(secret), listener)?;
+    let admin_password = embedded.ensure_admin(&args.admin_user).await?;
 
     let files = capture_files(&args.samples)?;
     let published = embedded.replay(&files).await?;
@@ -70,10 +92,33 @@ async fn main() -> Result<()> {
     );
     settle(&embedded).await?;
     print_summary(&embedded, &args.database_url).await?;
+    println!("\n  dashboard: http://{address}/");
+    match admin_password {
+        Some(password) => println!(
+            "  first admin: {}  password: {password}  (shown once; change it on the dashboard)",
+            args.admin_user
+        ),
+        None => println!("  log in with an existing account (`api create-admin` adds one)"),
+    }
+    println!("  Ctrl-C stops it.");
 
     bus::pipeline::shutdown_signal().await;
     embedded.stop().await;
     Ok(())
+}
+
+/// The API key of this installation: `.data/jwt-secret`, made on first start.
+fn local_secret() -> Result<String> {
+    let path = PathBuf::from(".data/jwt-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        if secret.trim().len() >= 32 {
+            return Ok(secret.trim().to_string());
+        }
+    }
+    let secret = vncguard::random_token(32)?;
+    std::fs::create_dir_all(".data")?;
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
 }
 
 /// Waits until the sink has written everything the replay produced (row counts stop moving).
@@ -120,6 +165,5 @@ async fn print_summary(embedded: &Embedded, database_url: &str) -> Result<()> {
         let (kind, severity, count): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
         println!("    {kind:<26} {severity:<9} {count}");
     }
-    println!("  Ctrl-C stops it.");
     Ok(())
 }
