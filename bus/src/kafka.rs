@@ -219,7 +219,7 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             tracing::info!(group = %self.group, partitions = partitions.count(), "partitions revoked; committing stored offsets");
-            match consumer.commit_consumer_state(CommitMode::Async) {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(e) => {
                     tracing::warn!(group = %self.group, error = %e, "commit on revoke failed")
