@@ -89,7 +89,8 @@ pub struct SessionFilters {
 }
 
 impl SessionFilters {
-    fn conditions(&self) -> ApiResult<Conditions> {
+    /// The validated filters as SQL conditions.
+    pub fn conditions(&self) -> ApiResult<Conditions> {
         let mut conditions = Conditions::default();
         if let Some(status) = input::parse_opt_enum("status", self.status.as_deref(), STATUSES)? {
             conditions.push("status = $?", status.to_string());

@@ -121,7 +121,8 @@ fn threat_type(field: &str, text: &str) -> ApiResult<String> {
 }
 
 impl ThreatFilters {
-    fn conditions(&self) -> ApiResult<Conditions> {
+    /// The validated filters as SQL conditions.
+    pub fn conditions(&self) -> ApiResult<Conditions> {
         let mut conditions = Conditions::default();
         if let Some(severity) =
             input::parse_opt_enum("severity", self.severity.as_deref(), SEVERITIES)?
