@@ -2,10 +2,10 @@
 //! producer (`acks=all`), and topic creation with the admin API.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -14,9 +14,8 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 use schemas::topics::{Retention, Topic};
 use telemetry::Counter;
@@ -139,7 +138,7 @@ impl crate::Bus for KafkaBus {
             config.set(key, value);
         }
         Ok(KafkaProducer {
-            producer: config.create()?,
+            producer: Arc::new(config.create_with_context(AckContext)?),
         })
     }
 
@@ -340,15 +339,53 @@ impl crate::Consumer for KafkaConsumer {
     }
 }
 
+/// The acknowledgements one `send` call waits for: librdkafka's delivery callback counts them
+/// down, so a batch costs one wake-up instead of one future per record.
+struct BatchAcks {
+    pending: AtomicUsize,
+    failure: Mutex<Option<BusError>>,
+    done: tokio::sync::Notify,
+}
+
+/// Routes delivery reports to the batch that sent the record.
+struct AckContext;
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Arc<BatchAcks>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, acks: Arc<BatchAcks>) {
+        if let Err((error, message)) = result {
+            let mut failure = acks.failure.lock().unwrap_or_else(|e| e.into_inner());
+            failure.get_or_insert_with(|| BusError::Delivery {
+                topic: message.topic().to_string(),
+                reason: error.to_string(),
+            });
+        }
+        if acks.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            acks.done.notify_one();
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct KafkaProducer {
-    producer: FutureProducer,
+    producer: Arc<ThreadedProducer<AckContext>>,
 }
 
 impl crate::Producer for KafkaProducer {
     async fn send(&self, outputs: Vec<Output>) -> Result<(), BusError> {
-        let deliveries = outputs.iter().map(|output| {
-            let mut record = FutureRecord::to(&output.topic)
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        let acks = Arc::new(BatchAcks {
+            pending: AtomicUsize::new(outputs.len()),
+            failure: Mutex::new(None),
+            done: tokio::sync::Notify::new(),
+        });
+        for output in &outputs {
+            let mut record = BaseRecord::with_opaque_to(&output.topic, acks.clone())
                 .key(&output.key)
                 .payload(&output.payload);
             // Most records carry no headers; librdkafka allocates a header list even when empty.
@@ -363,16 +400,31 @@ impl crate::Producer for KafkaProducer {
                     },
                 ));
             }
-            self.producer.send(record, Timeout::Never)
-        });
-        for (result, output) in join_all(deliveries).await.into_iter().zip(&outputs) {
-            if let Err((e, _)) = result {
-                return Err(BusError::Delivery {
-                    topic: output.topic.clone(),
-                    reason: e.to_string(),
-                });
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    // The local queue is full: let the broker thread drain it.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => {
+                        return Err(BusError::Delivery {
+                            topic: output.topic.clone(),
+                            reason: e.to_string(),
+                        })
+                    }
+                }
             }
         }
-        Ok(())
+        while acks.pending.load(Ordering::Acquire) > 0 {
+            acks.done.notified().await;
+        }
+        let failure = acks
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        failure.map_or(Ok(()), Err)
     }
 }
