@@ -66,12 +66,7 @@ async fn main() -> anyhow::Result<()> {
     bus.ensure_topics(&[THREATS, DECISIONS, DEAD_LETTERS])
         .await
         .context("creating topics")?;
-    let metrics_addr = args.metrics_addr;
-    tokio::spawn(async move {
-        if let Err(e) = telemetry::serve_metrics(metrics_addr).await {
-            tracing::error!(error = %e, %metrics_addr, "metrics endpoint failed");
-        }
-    });
+    tokio::spawn(telemetry::serve_metrics(args.metrics_addr));
     let mut responder = Responder::new(policy);
     let restored = restore_history(
         &bus,
