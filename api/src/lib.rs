@@ -24,6 +24,7 @@ pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -122,6 +123,8 @@ pub struct AppState {
     pub started: Instant,
     /// The last broker probe: when, and whether it answered.
     bus_health: Arc<Mutex<Option<(Instant, bool)>>>,
+    /// A probe is in flight: other requests answer the last result instead of probing too.
+    bus_probing: Arc<AtomicBool>,
 }
 
 /// How long a broker probe result is reused, so health checks do not load the broker.
@@ -159,22 +162,27 @@ impl AppState {
             config: Arc::new(config),
             started: Instant::now(),
             bus_health: Arc::new(Mutex::new(None)),
+            bus_probing: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// Whether the broker answered a probe in the last few seconds.
+    /// Whether the broker answered a probe in the last few seconds. One request at a time
+    /// probes; the others meanwhile answer the previous result.
     pub async fn bus_connected(&self) -> bool {
         let cached = *self.bus_health.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, ok)) = cached {
-            if at.elapsed() < BUS_PROBE_TTL {
-                return ok;
-            }
+        let fresh = cached.filter(|(at, _)| at.elapsed() < BUS_PROBE_TTL);
+        if let Some((_, ok)) = fresh {
+            return ok;
+        }
+        if self.bus_probing.swap(true, Ordering::AcqRel) {
+            return cached.is_some_and(|(_, ok)| ok);
         }
         let ok = matches!(
             tokio::time::timeout(Duration::from_secs(3), self.bus.probe()).await,
             Ok(Ok(()))
         );
         *self.bus_health.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), ok));
+        self.bus_probing.store(false, Ordering::Release);
         ok
     }
 }
