@@ -4,7 +4,8 @@
 
 use tokio_postgres::types::ToSql;
 
-use crate::input::AddressFilter;
+use crate::error::ApiError;
+use crate::input::{self, AddressFilter, Page};
 
 /// Counts stop here: past it a list reports `total_capped` instead of scanning everything.
 pub const COUNT_CAP: i64 = 10_000;
@@ -34,6 +35,30 @@ impl Conditions {
                 self.push(&format!("{column} <= $?::inet"), net.broadcast());
             }
         }
+    }
+
+    /// `column >= from` and `column < to` for the RFC 3339 times given, refusing a range that
+    /// ends before it starts.
+    pub fn push_time_range(
+        &mut self,
+        column: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let from = input::parse_opt_time("from", from)?;
+        let to = input::parse_opt_time("to", to)?;
+        if let (Some(from), Some(to)) = (from, to) {
+            if from > to {
+                return Err(ApiError::invalid("from", "from is after to"));
+            }
+        }
+        if let Some(from) = from {
+            self.push(&format!("{column} >= $?"), from);
+        }
+        if let Some(to) = to {
+            self.push(&format!("{column} < $?"), to);
+        }
+        Ok(())
     }
 
     pub fn where_sql(&self) -> String {
@@ -80,6 +105,29 @@ pub fn capped_count_sql(table: &str, conditions: &Conditions) -> String {
         conditions.where_sql(),
         COUNT_CAP + 1
     )
+}
+
+/// One page of `table` in `order` and how many rows match (capped).
+pub async fn fetch_page(
+    client: &deadpool_postgres::Client,
+    columns: &str,
+    table: &str,
+    conditions: &Conditions,
+    order: &str,
+    page: Page,
+) -> Result<(Vec<tokio_postgres::Row>, i64), tokio_postgres::Error> {
+    let sql = page_sql(columns, table, conditions, order);
+    let rows = client
+        .query(&sql, &conditions.params(&[&page.limit, &page.offset]))
+        .await?;
+    let counted = client
+        .query_one(
+            &capped_count_sql(table, conditions),
+            &conditions.params(&[]),
+        )
+        .await?
+        .get(0);
+    Ok((rows, counted))
 }
 
 /// A session in a list (`routes::sessions::SessionItem`), in this order.

@@ -61,6 +61,8 @@ async fn schemathesis_finds_no_server_error_and_no_nonconforming_response() {
         .args(["--exclude-path", "/api/auth/logout"])
         .args(["--report-dir", report.to_str().unwrap()])
         .env("NO_COLOR", "1")
+        // Its cache goes to the working directory.
+        .current_dir(&report)
         .output()
         .await
         .unwrap();

@@ -317,6 +317,28 @@ async fn lift(
 const ACTIVE_TARGET: &str = "SELECT decision_id, scope, value FROM decisions
      WHERE revoked_at IS NULL AND until > now() AND action IN ('block', 'quarantine')";
 
+/// Lifts every rule in force whose `column` (decision_id or value) is `value`; 404 when none.
+async fn lift_matching(
+    state: &AppState,
+    user: &AuthUser,
+    column: &str,
+    value: &str,
+    reason: String,
+) -> ApiResult<Unblocked> {
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(&format!("{ACTIVE_TARGET} AND {column} = $1"), &[&value])
+        .await?;
+    if rows.is_empty() {
+        return Err(ApiError::not_found("active rule"));
+    }
+    let targets = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    lift(state, user, targets, reason).await
+}
+
 #[utoipa::path(post, path = "/api/firewall/unblock", tag = "firewall", security(("bearer" = [])), request_body = UnblockRequest,
     responses((status = 200, body = Unblocked), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn unblock(
@@ -329,22 +351,12 @@ pub async fn unblock(
         Some(text) => input::required_text("reason", text, 500)?,
         None => "lifted by an analyst".into(),
     };
-    let client = state.pool.get().await?;
-    let rows = match (&request.decision_id, &request.ip_address) {
-        (Some(id), None) => {
-            client
-                .query(&format!("{ACTIVE_TARGET} AND decision_id = $1"), &[id])
-                .await?
-        }
-        (None, Some(text)) => {
-            let value = match input::parse_address_filter("ip_address", text)? {
-                AddressFilter::Address(ip) => ip.to_string(),
-                AddressFilter::Network(net) => net.to_string(),
-            };
-            client
-                .query(&format!("{ACTIVE_TARGET} AND value = $1"), &[&value])
-                .await?
-        }
+    let (column, value) = match (&request.decision_id, &request.ip_address) {
+        (Some(id), None) => ("decision_id", id.clone()),
+        (None, Some(text)) => match input::parse_address_filter("ip_address", text)? {
+            AddressFilter::Address(ip) => ("value", ip.to_string()),
+            AddressFilter::Network(net) => ("value", net.to_string()),
+        },
         _ => {
             return Err(ApiError::unprocessable(
                 "decision_id",
@@ -352,14 +364,9 @@ pub async fn unblock(
             ))
         }
     };
-    if rows.is_empty() {
-        return Err(ApiError::not_found("active rule"));
-    }
-    let targets = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    lift(&state, &user, targets, reason).await.map(axum::Json)
+    lift_matching(&state, &user, column, &value, reason)
+        .await
+        .map(axum::Json)
 }
 
 #[utoipa::path(delete, path = "/api/firewall/rules/{id}", tag = "firewall", security(("bearer" = [])),
@@ -371,20 +378,15 @@ pub async fn delete_rule(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Unblocked>> {
     user.require(Role::Analyst)?;
-    let client = state.pool.get().await?;
-    let rows = client
-        .query(&format!("{ACTIVE_TARGET} AND decision_id = $1"), &[&id])
-        .await?;
-    if rows.is_empty() {
-        return Err(ApiError::not_found("active rule"));
-    }
-    let targets = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    lift(&state, &user, targets, "rule deleted by an analyst".into())
-        .await
-        .map(axum::Json)
+    lift_matching(
+        &state,
+        &user,
+        "decision_id",
+        &id,
+        "rule deleted by an analyst".into(),
+    )
+    .await
+    .map(axum::Json)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -114,19 +114,7 @@ impl SessionFilters {
         if let Some(max) = max {
             conditions.push("risk_score <= $?::float8::numeric", max);
         }
-        let from = input::parse_opt_time("from", self.from.as_deref())?;
-        let to = input::parse_opt_time("to", self.to.as_deref())?;
-        if let (Some(from), Some(to)) = (from, to) {
-            if from > to {
-                return Err(ApiError::invalid("from", "from is after to"));
-            }
-        }
-        if let Some(from) = from {
-            conditions.push("start_time >= $?", from);
-        }
-        if let Some(to) = to {
-            conditions.push("start_time < $?", to);
-        }
+        conditions.push_time_range("start_time", self.from.as_deref(), self.to.as_deref())?;
         Ok(conditions)
     }
 }
@@ -144,22 +132,15 @@ pub async fn list(
     let conditions = filters.conditions()?;
     let page = paging.page(100)?;
     let client = state.pool.get().await?;
-    let sql = queries::page_sql(
+    let (rows, counted) = queries::fetch_page(
+        &client,
         queries::SESSION_ITEM_COLUMNS,
         "vnc_sessions",
         &conditions,
         "start_time DESC",
-    );
-    let rows = client
-        .query(&sql, &conditions.params(&[&page.limit, &page.offset]))
-        .await?;
-    let counted: i64 = client
-        .query_one(
-            &queries::capped_count_sql("vnc_sessions", &conditions),
-            &conditions.params(&[]),
-        )
-        .await?
-        .get(0);
+        page,
+    )
+    .await?;
     Ok(axum::Json(SessionList {
         sessions: rows.iter().map(SessionItem::from_row).collect(),
         page: PageInfo::new(counted, page),

@@ -138,19 +138,7 @@ impl ThreatFilters {
         if let Some(text) = &self.source_ip {
             conditions.push_address("source_ip", input::parse_address_filter("source_ip", text)?);
         }
-        let from = input::parse_opt_time("from", self.from.as_deref())?;
-        let to = input::parse_opt_time("to", self.to.as_deref())?;
-        if let (Some(from), Some(to)) = (from, to) {
-            if from > to {
-                return Err(ApiError::invalid("from", "from is after to"));
-            }
-        }
-        if let Some(from) = from {
-            conditions.push("timestamp >= $?", from);
-        }
-        if let Some(to) = to {
-            conditions.push("timestamp < $?", to);
-        }
+        conditions.push_time_range("timestamp", self.from.as_deref(), self.to.as_deref())?;
         Ok(conditions)
     }
 }
@@ -168,22 +156,15 @@ pub async fn list(
     let conditions = filters.conditions()?;
     let page = paging.page(50)?;
     let client = state.pool.get().await?;
-    let sql = queries::page_sql(
+    let (rows, counted) = queries::fetch_page(
+        &client,
         queries::THREAT_COLUMNS,
         "threat_logs",
         &conditions,
         "timestamp DESC",
-    );
-    let rows = client
-        .query(&sql, &conditions.params(&[&page.limit, &page.offset]))
-        .await?;
-    let counted: i64 = client
-        .query_one(
-            &queries::capped_count_sql("threat_logs", &conditions),
-            &conditions.params(&[]),
-        )
-        .await?
-        .get(0);
+        page,
+    )
+    .await?;
     Ok(axum::Json(ThreatList {
         threats: rows.iter().map(ThreatItem::from_row).collect(),
         page: PageInfo::new(counted, page),

@@ -1,0 +1,225 @@
+//! Acceptance: expired, tampered, wrong-algorithm and revoked tokens are refused; refresh tokens
+//! rotate and are single use; logout revokes at once; the auth rate limit answers 429.
+
+mod support;
+
+use api::auth::Role;
+use bus::memory::MemoryBus;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+fn claims(exp_offset: i64, role: &str) -> serde_json::Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({"sub": "admin", "uid": 3, "role": role, "jti": uuid_like(), "iat": now - 10, "exp": now + exp_offset})
+}
+
+fn uuid_like() -> String {
+    format!("jti-{}", chrono::Utc::now().timestamp_nanos_opt().unwrap())
+}
+
+fn sign(alg: Algorithm, key: &[u8], claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(key)).unwrap()
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused() {
+    let api = support::start(MemoryBus::new(100), support::config()).await;
+    let good = sign(Algorithm::HS256, support::SECRET, &claims(600, "admin"));
+    let (status, _) = api
+        .call_with_token(Some(&good), "GET", "/api/users", None)
+        .await;
+    assert_eq!(status, 200, "a token we signed ourselves is accepted");
+
+    let expired = sign(Algorithm::HS256, support::SECRET, &claims(-120, "admin"));
+    let other_key = sign(
+        Algorithm::HS256,
+        b"another-secret-of-sufficient-length!!",
+        &claims(600, "admin"),
+    );
+    let hs512 = sign(Algorithm::HS512, support::SECRET, &claims(600, "admin"));
+    let hs512_other = sign(Algorithm::HS512, b"another-secret", &claims(600, "admin"));
+    // alg none: a header and claims with an empty signature.
+    let b64 = |v: &serde_json::Value| {
+        use std::fmt::Write;
+        let bytes = v.to_string().into_bytes();
+        let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                let _ = out.write_char(table[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims(600, "admin"))
+    );
+    // Tampered: the claims of a viewer token rewritten to admin, signature kept.
+    let viewer = api.tokens[&Role::Viewer].clone();
+    let parts: Vec<&str> = viewer.split('.').collect();
+    let tampered = format!("{}.{}.{}", parts[0], b64(&claims(600, "admin")), parts[2]);
+    let flipped = format!(
+        "{}.{}.{}x",
+        parts[0],
+        parts[1],
+        &parts[2][..parts[2].len() - 1]
+    );
+    for (name, token) in [
+        ("expired", expired),
+        ("other key", other_key),
+        ("HS512", hs512),
+        ("HS512 other key", hs512_other),
+        ("alg none", none),
+        ("tampered claims", tampered),
+        ("tampered signature", flipped),
+        ("garbage", "not.a.token".to_string()),
+    ] {
+        let (status, body) = api
+            .call_with_token(Some(&token), "GET", "/api/status", None)
+            .await;
+        assert_eq!(status, 401, "{name}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let ws =
+            tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", api.addr)).await;
+        assert!(ws.is_err(), "{name} opens no WebSocket");
+    }
+}
+
+#[tokio::test]
+async fn logout_revokes_at_once_and_refresh_tokens_rotate() {
+    let api = support::start(MemoryBus::new(100), support::config()).await;
+    let (_, pair) = api.login("analyst", support::PASSWORD).await;
+    let access = pair["access_token"].as_str().unwrap().to_string();
+    let refresh = pair["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(pair["expires_in"], 900);
+
+    // Rotation: the refresh token works once.
+    let (status, rotated) = api
+        .call(
+            None,
+            "POST",
+            "/api/auth/refresh",
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let (status, _) = api
+        .call(
+            None,
+            "POST",
+            "/api/auth/refresh",
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(status, 401, "a used refresh token is refused");
+    let new_access = rotated["access_token"].as_str().unwrap().to_string();
+    let new_refresh = rotated["refresh_token"].as_str().unwrap().to_string();
+    let (status, _) = api
+        .call_with_token(Some(&new_access), "GET", "/api/status", None)
+        .await;
+    assert_eq!(status, 200);
+
+    // Logout revokes the access token and the refresh token immediately.
+    let (status, _) = api
+        .call_with_token(
+            Some(&new_access),
+            "POST",
+            "/api/auth/logout",
+            Some(json!({"refresh_token": new_refresh})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = api
+        .call_with_token(Some(&new_access), "GET", "/api/status", None)
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("revoked"));
+    let (status, _) = api
+        .call(
+            None,
+            "POST",
+            "/api/auth/refresh",
+            Some(json!({"refresh_token": new_refresh})),
+        )
+        .await;
+    assert_eq!(status, 401);
+    // The first access token of the login is a different jti and still valid until it expires.
+    let (status, _) = api
+        .call_with_token(Some(&access), "GET", "/api/status", None)
+        .await;
+    assert_eq!(status, 200);
+
+    // Another instance on the same database learns the revocation from Postgres.
+    let client = api.pool.get().await.unwrap();
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM api_revoked_tokens", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1);
+    let other = api::auth::Auth::new(
+        support::SECRET,
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(other.verify(&new_access).is_ok());
+    other.load_revoked(&client, None).await.unwrap();
+    assert!(other.verify(&new_access).is_err());
+
+    // Wrong passwords and unknown users get the same answer.
+    assert_eq!(api.login("analyst", "wrong password!").await.0, 401);
+    assert_eq!(api.login("nobody", "wrong password!").await.0, 401);
+    // Disabled users cannot log in.
+    let (status, _) = api
+        .call(
+            Some(Role::Admin),
+            "PATCH",
+            "/api/users/2",
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(api.login("analyst", support::PASSWORD).await.0, 401);
+}
+
+#[tokio::test]
+async fn the_auth_rate_limit_answers_429() {
+    let mut config = support::config();
+    config.auth_rate = "5/900".parse().unwrap();
+    // Three logins at start-up use three of the five.
+    let api = support::start(MemoryBus::new(100), config).await;
+    assert_eq!(api.login("viewer", support::PASSWORD).await.0, 200);
+    assert_eq!(api.login("viewer", "wrong password!").await.0, 401);
+    let response = api
+        .http
+        .post(api.url("/api/auth/login"))
+        .json(&json!({"username": "viewer", "password": support::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Other endpoints have their own limit.
+    assert_eq!(
+        api.call(Some(Role::Viewer), "GET", "/api/status", None)
+            .await
+            .0,
+        200
+    );
+}
