@@ -1,0 +1,597 @@
+//! Enforcement (`--enforce`): the agent applies the decisions of `vnc.decisions` to its host
+//! with nftables.
+//!
+//! The agent owns the table `inet vncguard`: sets `blocked_v4`/`blocked_v6` (addresses and
+//! CIDRs, `flags interval, timeout`), `quarantine_v4`/`quarantine_v6` (exact client→server
+//! 4-tuples) and a chain hooked at `input` priority -10 that drops packets to the VNC ports from
+//! blocked sources — established connections included — and packets of quarantined
+//! connections. Every element carries `timeout` = the decision's remaining time, so bans expire
+//! in the kernel even when the agent is gone. After a block the blocked source's VNC sockets are
+//! killed (`ss -K`, and `conntrack -D` when installed); a quarantine kills that one connection.
+//!
+//! The agent reads `vnc.decisions` (compacted) from its beginning at every start, in a consumer
+//! group of its own that never commits: a restarted agent re-applies what is still in force with
+//! the time that remains. Expired and dry-run decisions are skipped; an unblock removes its
+//! target's element. Without the privilege to use nftables the agent says so and keeps
+//! monitoring.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use schemas::{Decision, DecisionAction, DecisionScope, SessionEvent, SessionEventKind, Timestamp};
+use telemetry::Counter;
+
+use crate::config::PortSet;
+use crate::output::{EventSink, SinkError};
+
+/// The nftables table the agent owns.
+pub const TABLE: &str = "vncguard";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{command} failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("no privilege to use nftables (`nft list tables` failed: {0})")]
+    NotPermitted(String),
+}
+
+/// Runs the host's commands (`nft`, `ss`, `conntrack`), optionally inside a network namespace
+/// (`ip netns exec NS`), the way the tests use it.
+#[derive(Debug, Clone, Default)]
+pub struct HostCommands {
+    prefix: Vec<String>,
+}
+
+impl HostCommands {
+    /// Commands on this host.
+    pub fn local() -> Self {
+        HostCommands::default()
+    }
+
+    /// Commands inside network namespace `namespace`.
+    pub fn in_namespace(namespace: &str) -> Self {
+        HostCommands {
+            prefix: ["ip", "netns", "exec", namespace]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+
+    /// Runs `program args`, feeding `stdin`; its standard output on success.
+    pub fn run(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String, EnforceError> {
+        let mut line: Vec<&str> = self.prefix.iter().map(String::as_str).collect();
+        line.push(program);
+        line.extend_from_slice(args);
+        let spawn_error = |source| EnforceError::Spawn {
+            program: line[0].to_string(),
+            source,
+        };
+        let mut child = Command::new(line[0])
+            .args(&line[1..])
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            pipe.write_all(text.as_bytes()).map_err(spawn_error)?;
+        }
+        let output = child.wait_with_output().map_err(spawn_error)?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(EnforceError::Failed {
+                command: format!("{program} {}", args.join(" ")),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// `nft -f -` with `script`: one transaction, all or nothing.
+    pub fn nft_script(&self, script: &str) -> Result<(), EnforceError> {
+        self.run("nft", &["-f", "-"], Some(script)).map(|_| ())
+    }
+
+    fn has_program(&self, program: &str) -> bool {
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
+        })
+    }
+}
+
+/// An address or network in a blocked set, as nft writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Element {
+    set: &'static str,
+    text: String,
+}
+
+/// The element blocking `value` (an address, or a CIDR whose host bits are cleared).
+fn block_element(value: &str) -> Option<Element> {
+    let (address, prefix) = match value.trim().split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix.parse::<u8>().ok()?)),
+        None => (value.trim(), None),
+    };
+    let address: IpAddr = address.parse().ok()?;
+    let text = match (address, prefix) {
+        (address, None) => address.to_string(),
+        (IpAddr::V4(v4), Some(len)) if len <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            format!("{}/{len}", std::net::Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        (IpAddr::V6(v6), Some(len)) if len <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            format!("{}/{len}", std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        _ => return None,
+    };
+    let set = if address.is_ipv4() {
+        "blocked_v4"
+    } else {
+        "blocked_v6"
+    };
+    Some(Element { set, text })
+}
+
+/// The client and server address of every open session of this agent, for quarantine.
+/// Bounded: past `capacity` sessions the oldest is forgotten.
+#[derive(Debug, Clone)]
+pub struct SessionIndex {
+    inner: Arc<Mutex<SessionTable>>,
+}
+
+#[derive(Debug)]
+struct SessionTable {
+    capacity: usize,
+    addresses: HashMap<String, (SocketAddr, SocketAddr)>,
+    order: VecDeque<String>,
+}
+
+impl SessionIndex {
+    pub fn new(capacity: usize) -> Self {
+        SessionIndex {
+            inner: Arc::new(Mutex::new(SessionTable {
+                capacity: capacity.max(1),
+                addresses: HashMap::new(),
+                order: VecDeque::new(),
+            })),
+        }
+    }
+
+    /// Follows one session event: `started` adds the session, `ended` removes it.
+    pub fn track(&self, event: &SessionEvent) {
+        let s = &event.summary;
+        let mut table = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match event.kind {
+            SessionEventKind::Ended => {
+                table.addresses.remove(&s.session_id);
+            }
+            _ if table.addresses.contains_key(&s.session_id) => {}
+            _ => {
+                let (Ok(client), Ok(server)) =
+                    (s.client_ip.parse::<IpAddr>(), s.server_ip.parse::<IpAddr>())
+                else {
+                    return;
+                };
+                let port = |p: i32| u16::try_from(p).unwrap_or(0);
+                table.addresses.insert(
+                    s.session_id.clone(),
+                    (
+                        SocketAddr::new(client, port(s.client_port)),
+                        SocketAddr::new(server, port(s.server_port)),
+                    ),
+                );
+                table.order.push_back(s.session_id.clone());
+                while table.order.len() > table.capacity {
+                    if let Some(oldest) = table.order.pop_front() {
+                        table.addresses.remove(&oldest);
+                    }
+                }
+            }
+        }
+        if table.order.len() > 2 * table.addresses.len() + 64 {
+            let SessionTable {
+                order, addresses, ..
+            } = &mut *table;
+            order.retain(|id| addresses.contains_key(id));
+        }
+    }
+
+    /// (client, server) of an open session.
+    pub fn lookup(&self, session_id: &str) -> Option<(SocketAddr, SocketAddr)> {
+        let table = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        table.addresses.get(session_id).copied()
+    }
+}
+
+/// An event sink that keeps a [`SessionIndex`] current and passes everything on.
+pub struct SessionTracking {
+    inner: Box<dyn EventSink>,
+    index: SessionIndex,
+}
+
+impl SessionTracking {
+    pub fn new(inner: Box<dyn EventSink>, index: SessionIndex) -> Self {
+        SessionTracking { inner, index }
+    }
+}
+
+impl EventSink for SessionTracking {
+    fn session_event(&mut self, event: &SessionEvent) -> Result<(), SinkError> {
+        self.index.track(event);
+        self.inner.session_event(event)
+    }
+
+    fn heartbeat(&mut self, heartbeat: &schemas::AgentHeartbeat) -> Result<(), SinkError> {
+        self.inner.heartbeat(heartbeat)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.inner.flush()
+    }
+}
+
+/// What applying one decision did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The source's element is in the blocked set with the remaining time.
+    Blocked,
+    /// The target's element is gone.
+    Unblocked,
+    /// The connection is cut and its 4-tuple dropped for the remaining time.
+    Quarantined,
+    Skipped(Skip),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Recorded, not to be enforced.
+    DryRun,
+    /// Its `until` has passed.
+    Expired,
+    /// An unblock lifted this block before.
+    Lifted,
+    /// The value is no address or network.
+    InvalidValue,
+    /// Quarantine of a session this agent does not have open.
+    UnknownSession,
+}
+
+impl Skip {
+    fn label(self) -> &'static str {
+        match self {
+            Skip::DryRun => "dry_run",
+            Skip::Expired => "expired",
+            Skip::Lifted => "lifted",
+            Skip::InvalidValue => "invalid_value",
+            Skip::UnknownSession => "unknown_session",
+        }
+    }
+}
+
+fn rules_counter(result: &'static str) -> &'static Counter {
+    telemetry::counter(
+        "vncguard_agent_enforce_rules_total",
+        "nftables changes for decisions: applied (block, quarantine), removed (unblock), failed.",
+        &[("result", result)],
+    )
+}
+
+fn skipped_counter(skip: Skip) -> &'static Counter {
+    telemetry::counter(
+        "vncguard_agent_enforce_skipped_total",
+        "Decisions not enforced, by reason.",
+        &[("reason", skip.label())],
+    )
+}
+
+/// Unblocks remembered, so a block read after its unblock (the compacted topic keeps the
+/// latest record per key, not the order between keys) is not applied again.
+const LIFTED_MEMORY: usize = 10_000;
+
+/// Applies decisions to the host's nftables.
+pub struct Enforcer {
+    host: HostCommands,
+    ports: Vec<(u16, u16)>,
+    /// Blocks applied by this agent, by decision id.
+    blocks: HashMap<String, Element>,
+    lifted: VecDeque<String>,
+    sessions: SessionIndex,
+    conntrack: bool,
+}
+
+impl Enforcer {
+    /// Checks the privilege (`nft list tables`) and installs the agent's table, sets and chain.
+    /// Elements already in the sets (bans of an earlier run still in force) are kept.
+    pub fn start(
+        host: HostCommands,
+        ports: &PortSet,
+        sessions: SessionIndex,
+    ) -> Result<Enforcer, EnforceError> {
+        host.run("nft", &["list", "tables"], None)
+            .map_err(|e| EnforceError::NotPermitted(e.to_string()))?;
+        let enforcer = Enforcer {
+            conntrack: host.has_program("conntrack"),
+            host,
+            ports: ports.ranges().collect(),
+            blocks: HashMap::new(),
+            lifted: VecDeque::new(),
+            sessions,
+        };
+        enforcer.host.nft_script(&enforcer.ruleset())?;
+        Ok(enforcer)
+    }
+
+    fn port_match(&self) -> String {
+        if self.ports.is_empty() {
+            return "meta l4proto tcp".to_string();
+        }
+        let ranges: Vec<String> = self
+            .ports
+            .iter()
+            .map(|&(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect();
+        format!("tcp dport {{ {} }}", ranges.join(", "))
+    }
+
+    fn ruleset(&self) -> String {
+        let ports = self.port_match();
+        format!(
+            "add table inet {TABLE}
+add set inet {TABLE} blocked_v4 {{ type ipv4_addr; flags interval, timeout; }}
+add set inet {TABLE} blocked_v6 {{ type ipv6_addr; flags interval, timeout; }}
+add set inet {TABLE} quarantine_v4 {{ type ipv4_addr . inet_service . ipv4_addr . inet_service; flags timeout; }}
+add set inet {TABLE} quarantine_v6 {{ type ipv6_addr . inet_service . ipv6_addr . inet_service; flags timeout; }}
+add chain inet {TABLE} input {{ type filter hook input priority -10; policy accept; }}
+flush chain inet {TABLE} input
+add rule inet {TABLE} input {ports} ip saddr @blocked_v4 drop
+add rule inet {TABLE} input {ports} ip6 saddr @blocked_v6 drop
+add rule inet {TABLE} input ip saddr . tcp sport . ip daddr . tcp dport @quarantine_v4 drop
+add rule inet {TABLE} input ip6 saddr . tcp sport . ip6 daddr . tcp dport @quarantine_v6 drop
+"
+        )
+    }
+
+    /// Applies `decision` at `now`. Errors are counted as failed rules.
+    pub fn apply(&mut self, decision: &Decision, now: Timestamp) -> Result<Applied, EnforceError> {
+        let result = self.apply_uncounted(decision, now);
+        match &result {
+            Ok(Applied::Blocked | Applied::Quarantined) => rules_counter("applied").inc(),
+            Ok(Applied::Unblocked) => rules_counter("removed").inc(),
+            Ok(Applied::Skipped(skip)) => skipped_counter(*skip).inc(),
+            Err(_) => rules_counter("failed").inc(),
+        }
+        result
+    }
+
+    fn apply_uncounted(
+        &mut self,
+        decision: &Decision,
+        now: Timestamp,
+    ) -> Result<Applied, EnforceError> {
+        if decision.dry_run {
+            return Ok(Applied::Skipped(Skip::DryRun));
+        }
+        match decision.action {
+            DecisionAction::Unblock => self.unblock(decision),
+            _ if decision.until <= now => {
+                self.blocks.remove(&decision.decision_id);
+                Ok(Applied::Skipped(Skip::Expired))
+            }
+            DecisionAction::Block if self.lifted.contains(&decision.decision_id) => {
+                Ok(Applied::Skipped(Skip::Lifted))
+            }
+            DecisionAction::Block => self.block(decision, remaining_ms(decision, now)),
+            DecisionAction::Quarantine => self.quarantine(decision, remaining_ms(decision, now)),
+        }
+    }
+
+    fn block(&mut self, decision: &Decision, timeout_ms: i64) -> Result<Applied, EnforceError> {
+        let element = match decision.scope {
+            DecisionScope::Ip | DecisionScope::Cidr => block_element(&decision.value),
+            DecisionScope::Session => None,
+        };
+        let Some(element) = element else {
+            return Ok(Applied::Skipped(Skip::InvalidValue));
+        };
+        // Add, delete, add in one transaction: the element exists afterwards with exactly this
+        // timeout, whether it was there (an earlier run, an extension) or not.
+        let Element { set, text } = &element;
+        let add = format!("add element inet {TABLE} {set} {{ {text} timeout {timeout_ms}ms }}\n");
+        let script = format!("{add}delete element inet {TABLE} {set} {{ {text} }}\n{add}");
+        self.host.nft_script(&script)?;
+        tracing::info!(decision_id = %decision.decision_id, element = %text, timeout_ms, "blocked");
+        self.kill_sockets(&element);
+        self.blocks.insert(decision.decision_id.clone(), element);
+        Ok(Applied::Blocked)
+    }
+
+    /// Ends the blocked source's VNC connections that the input drop would only starve.
+    fn kill_sockets(&self, element: &Element) {
+        let ports: Vec<String> = self
+            .ports
+            .iter()
+            .map(|(lo, hi)| format!("( sport >= :{lo} and sport <= :{hi} )"))
+            .collect();
+        let filter = format!("dst {} and ( {} )", element.text, ports.join(" or "));
+        let mut args = vec!["-K"];
+        args.extend(filter.split_whitespace());
+        if let Err(e) = self.host.run("ss", &args, None) {
+            tracing::debug!(error = %e, "ss -K failed");
+        }
+        if self.conntrack {
+            if let Err(e) = self
+                .host
+                .run("conntrack", &["-D", "-s", &element.text], None)
+            {
+                tracing::debug!(error = %e, "conntrack -D found nothing to delete");
+            }
+        }
+    }
+
+    fn unblock(&mut self, decision: &Decision) -> Result<Applied, EnforceError> {
+        let target = decision.target_decision_id.as_deref();
+        let element = target
+            .and_then(|id| self.blocks.remove(id))
+            .or_else(|| block_element(&decision.value));
+        if let Some(id) = target {
+            if !self.lifted.iter().any(|known| known == id) {
+                self.lifted.push_back(id.to_string());
+                if self.lifted.len() > LIFTED_MEMORY {
+                    self.lifted.pop_front();
+                }
+            }
+        }
+        let Some(Element { set, text }) = element else {
+            return Ok(Applied::Skipped(Skip::InvalidValue));
+        };
+        // Add then delete: succeeds whether or not the element is (still) there.
+        let script = format!(
+            "add element inet {TABLE} {set} {{ {text} timeout 1s }}\ndelete element inet {TABLE} {set} {{ {text} }}\n"
+        );
+        self.host.nft_script(&script)?;
+        tracing::info!(decision_id = %decision.decision_id, target = ?target, element = %text, "unblocked");
+        Ok(Applied::Unblocked)
+    }
+
+    fn quarantine(
+        &mut self,
+        decision: &Decision,
+        timeout_ms: i64,
+    ) -> Result<Applied, EnforceError> {
+        let Some((client, server)) = self.sessions.lookup(&decision.value) else {
+            return Ok(Applied::Skipped(Skip::UnknownSession));
+        };
+        let set = if client.is_ipv4() {
+            "quarantine_v4"
+        } else {
+            "quarantine_v6"
+        };
+        let tuple = format!(
+            "{} . {} . {} . {}",
+            client.ip(),
+            client.port(),
+            server.ip(),
+            server.port()
+        );
+        self.host.nft_script(&format!(
+            "add element inet {TABLE} {set} {{ {tuple} timeout {timeout_ms}ms }}\n"
+        ))?;
+        let (src, dst) = (format!("{server}"), format!("{client}"));
+        if let Err(e) = self.host.run("ss", &["-K", "src", &src, "dst", &dst], None) {
+            tracing::debug!(error = %e, "ss -K failed");
+        }
+        tracing::info!(decision_id = %decision.decision_id, session_id = %decision.value, %client, %server, "quarantined");
+        Ok(Applied::Quarantined)
+    }
+}
+
+fn remaining_ms(decision: &Decision, now: Timestamp) -> i64 {
+    (decision.until - now).num_milliseconds().max(1)
+}
+
+/// Applies decisions from `consumer` (reading `vnc.decisions`) until `stop` resolves. Offsets
+/// are never stored: every start reads the compacted topic from its beginning and restores
+/// what is still in force.
+pub async fn run<C: bus::Consumer>(
+    mut consumer: C,
+    mut enforcer: Enforcer,
+    stop: impl Future<Output = ()>,
+) {
+    let undecodable = telemetry::counter(
+        "vncguard_agent_enforce_undecodable_total",
+        "Records of vnc.decisions that do not decode as a decision.",
+        &[],
+    );
+    let mut read_before_idle = 0u64;
+    let mut caught_up = false;
+    tokio::pin!(stop);
+    loop {
+        let batch = tokio::select! {
+            _ = &mut stop => return,
+            batch = consumer.next_batch(500, Duration::from_millis(500)) => batch,
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading decisions failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if batch.is_empty() && !caught_up && read_before_idle > 0 {
+            caught_up = true;
+            tracing::info!(
+                decisions = read_before_idle,
+                "decisions restored; following vnc.decisions"
+            );
+        }
+        for record in &batch {
+            let decision = match schemas::decode::<Decision>(&record.payload) {
+                Ok(decision) => decision,
+                Err(e) => {
+                    undecodable.inc();
+                    tracing::warn!(error = %e, offset = record.offset, "skipping an undecodable decision");
+                    continue;
+                }
+            };
+            read_before_idle += 1;
+            let result =
+                tokio::task::block_in_place(|| enforcer.apply(&decision, chrono::Utc::now()));
+            match result {
+                Ok(applied) => {
+                    tracing::debug!(decision_id = %decision.decision_id, ?applied, "decision handled")
+                }
+                Err(e) => {
+                    tracing::error!(decision_id = %decision.decision_id, error = %e, "decision not enforced")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_are_addresses_or_networks_without_host_bits() {
+        let element = |v: &str| block_element(v).map(|e| (e.set, e.text));
+        assert_eq!(element("10.1.2.3"), Some(("blocked_v4", "10.1.2.3".into())));
+        assert_eq!(
+            element("10.1.2.3/16"),
+            Some(("blocked_v4", "10.1.0.0/16".into()))
+        );
+        assert_eq!(
+            element("2001:db8::7/32"),
+            Some(("blocked_v6", "2001:db8::/32".into()))
+        );
+        assert_eq!(element("10.1.2.3/40"), None);
+        assert_eq!(element("session-1"), None);
+    }
+}
