@@ -11,6 +11,7 @@
 //! - [`session`]: accounting into [`schemas::SessionSummary`] and the events;
 //! - [`agent`]: the loop that ties them together, sweeps on capture time and evicts;
 //! - [`output`]: where events go ([`output::EventSink`]; JSON lines on stdout);
+//! - [`enforce`]: decisions applied to the host with nftables (`--enforce`);
 //! - [`publish`]: events and heartbeats onto the bus ([`publish::BusSink`] queues, a
 //!   [`publish::Publisher`] sends through any `bus::Producer`, batching and retrying).
 //!
@@ -21,6 +22,7 @@
 pub mod agent;
 pub mod capture;
 pub mod config;
+pub mod enforce;
 pub mod flow;
 pub mod output;
 pub mod publish;

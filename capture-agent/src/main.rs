@@ -12,6 +12,7 @@ use bus::kafka::KafkaBus;
 use bus::{Bus, BusArgs};
 use capture_agent::capture::live::{bpf_filter, LiveCapture};
 use capture_agent::config::parse_duration;
+use capture_agent::enforce::{self, Enforcer, HostCommands, SessionIndex, SessionTracking};
 use capture_agent::publish::{BusSink, Overflow, PublishOptions, PublishReport};
 use capture_agent::{
     publish, Agent, AgentConfig, CaptureStats, EndReason, EventSink, JsonLines, PortSet,
@@ -75,6 +76,10 @@ struct Args {
     /// Kafka sink: at shutdown, how long to keep retrying records the broker has not taken.
     #[arg(long, env = "AGENT_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// Live: apply the decisions of `vnc.decisions` to this host with nftables (table
+    /// `inet vncguard`); needs the privilege to use nftables, else the agent only monitors.
+    #[arg(long, env = "AGENT_ENFORCE", requires = "interface")]
+    enforce: bool,
     /// Live: serve Prometheus metrics on this address (`/metrics`).
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -164,6 +169,17 @@ fn main() -> anyhow::Result<()> {
         }
     };
 
+    let enforcing = if args.enforce {
+        let sessions = SessionIndex::new(args.max_flows);
+        sink = Box::new(SessionTracking::new(sink, sessions.clone()));
+        start_enforcement(&args, &config.agent_id, &runtime, sessions)
+    } else {
+        if live {
+            tracing::warn!("not enforcing (no --enforce): decisions are not applied on this host");
+        }
+        false
+    };
+
     let result = match &args.pcap {
         Some(path) => run_file(path, &config, sink.as_mut(), &stop),
         None => {
@@ -171,7 +187,15 @@ fn main() -> anyhow::Result<()> {
                 .interface
                 .as_deref()
                 .expect("clap requires --interface");
-            run_live(interface, &args, config, sink.as_mut(), &stop, &host)
+            run_live(
+                interface,
+                &args,
+                config,
+                sink.as_mut(),
+                &stop,
+                &host,
+                enforcing,
+            )
         }
     };
     // Closing the sink lets the publisher send what is queued and finish.
@@ -223,6 +247,48 @@ fn start_publisher(
         options,
         runtime.handle(),
     ))
+}
+
+/// Starts applying decisions; false (said loudly) when this host cannot be enforced on.
+fn start_enforcement(
+    args: &Args,
+    agent_id: &str,
+    runtime: &tokio::runtime::Runtime,
+    sessions: SessionIndex,
+) -> bool {
+    let enforcer = match Enforcer::start(HostCommands::local(), &args.vnc_ports, sessions) {
+        Ok(enforcer) => enforcer,
+        Err(e) => {
+            tracing::error!(error = %e, "NOT ENFORCING: nftables unusable; monitoring goes on");
+            return false;
+        }
+    };
+    // A group per agent start: nothing is ever committed (every start reads the compacted topic
+    // from its beginning), and a fresh group need not wait for a dead predecessor to time out.
+    let group = format!("vncguard-enforce-{agent_id}-{}", wall_clock_ns());
+    let consumer = KafkaBus::new(&args.bus)
+        .map_err(anyhow::Error::from)
+        .and_then(|bus| {
+            runtime.block_on(async {
+                bus.ensure_topics(&[schemas::topics::DECISIONS]).await?;
+                Ok(bus.consumer(&group, &[schemas::topics::DECISIONS.name])?)
+            })
+        });
+    match consumer {
+        Ok(consumer) => {
+            runtime.spawn(enforce::run(
+                consumer,
+                enforcer,
+                bus::pipeline::shutdown_signal(),
+            ));
+            tracing::info!(table = enforce::TABLE, %group, "enforcing decisions from vnc.decisions with nftables");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "NOT ENFORCING: cannot read vnc.decisions; monitoring goes on");
+            false
+        }
+    }
 }
 
 fn run_file(
@@ -327,6 +393,7 @@ fn run_live(
     sink: &mut dyn EventSink,
     stop: &AtomicBool,
     host: &str,
+    enforcing: bool,
 ) -> anyhow::Result<()> {
     let filter = bpf_filter(&config.ports, config.any_port);
     let mut capture = LiveCapture::open(interface, &filter)?;
@@ -362,7 +429,9 @@ fn run_live(
         if now >= next_heartbeat {
             next_heartbeat += args.heartbeat_interval;
             let drops = capture.stats().dropped;
-            let hb = agent.heartbeat(host, started_at, chrono::Utc::now(), drops, sources.clone());
+            let mut hb =
+                agent.heartbeat(host, started_at, chrono::Utc::now(), drops, sources.clone());
+            hb.enforcing = enforcing;
             sink_result(sink.heartbeat(&hb))?;
             sink_result(sink.flush())?;
         }
@@ -371,7 +440,8 @@ fn run_live(
     publish(&mut agent, sink)?;
     let drops = capture.stats().dropped;
     gauges.update(&agent.stats(), drops);
-    let hb = agent.heartbeat(host, started_at, chrono::Utc::now(), drops, sources);
+    let mut hb = agent.heartbeat(host, started_at, chrono::Utc::now(), drops, sources);
+    hb.enforcing = enforcing;
     sink_result(sink.heartbeat(&hb))?;
     sink_result(sink.flush())?;
     match failure {

@@ -22,6 +22,9 @@ pub fn decision_id(threat_id: &str, action: DecisionAction) -> String {
     hex::encode(&digest[..16])
 }
 
+/// Marks the part of a reason that names the latest extension.
+const EXTENDED: &str = "; last extended by ";
+
 /// What the responder made of a threat.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -173,15 +176,23 @@ impl Responder {
         if let Some(active) = offender.active_block(now).cloned() {
             let ban = self.policy.ban_secs(&rule, offender.bans.max(1));
             let until = now + chrono::Duration::seconds(ban);
-            if until <= active.until {
+            // Extend only by a step worth a new record (a tenth of the ban, at least a second):
+            // a burst of threats of one attack would otherwise republish the block for every
+            // few milliseconds it gains.
+            let step = chrono::Duration::seconds((ban / 10).max(1));
+            if until < active.until + step {
                 return Verdict::AlreadyBlocked;
             }
+            let first_reason = active
+                .reason
+                .split_once(EXTENDED)
+                .map_or(active.reason.as_str(), |(first, _)| first);
             let extended = Decision {
                 duration_secs: (until - active.created_at).num_seconds(),
                 until,
                 reason: format!(
-                    "{}; extended by {} ({}) at {now}",
-                    active.reason, threat.threat_type, threat.threat_id
+                    "{first_reason}{EXTENDED}{} ({}) at {now}",
+                    threat.threat_type, threat.threat_id
                 ),
                 ..active
             };
