@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Compares vncguard's Isolation Forest with scikit-learn's: AUC on the same data sets and
-# scoring speed on one core. Extra arguments go to compare.py (--seeds N, --timing-rows N).
+# scoring speed on one core, on scikit-learn's bundled data sets and the session features of
+# the shared captures (/work/shared/pcaps, labelled as session-features documents). Extra
+# arguments go to compare.py (--seeds N, --timing-rows N).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -15,6 +17,9 @@ if ! "$venv/bin/python" -c 'import numpy, sklearn' 2>/dev/null; then
 fi
 
 cargo build --release --quiet -p forest-bench
+mkdir -p "$target_dir/forest-bench"
+sessions_csv="$target_dir/forest-bench/vnc_sessions.labelled.csv"
+"$target_dir/release/session-features" --captures /work/shared/pcaps --output "$sessions_csv"
 
 # One thread for every library that might start more, and one core for the whole comparison.
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -25,4 +30,5 @@ fi
 "${pin[@]}" "$venv/bin/python" benches/forest_vs_sklearn/compare.py \
     --bench-binary "$target_dir/release/forest-bench" \
     --work-dir "$target_dir/forest-bench" \
+    --sessions-csv "$sessions_csv" \
     "$@"
