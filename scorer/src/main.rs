@@ -59,7 +59,7 @@ struct RunArgs {
     #[arg(long, env = "THREAT_MEMORY", default_value_t = DEFAULT_THREAT_MEMORY)]
     threat_memory: usize,
     /// Address of the Prometheus `/metrics` endpoint.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9103")]
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9102")]
     metrics_addr: SocketAddr,
 }
 
