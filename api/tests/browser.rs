@@ -15,7 +15,7 @@ use bus::kafka::KafkaBus;
 use bus::{pipeline, Bus, BusArgs, Output, PipelineOptions, Producer};
 use capture_agent::AgentConfig;
 use enricher::{Enricher, EnricherConfig, EnricherStage, GeoDatabases, NoHistory, Reputation};
-use schemas::{topics, SessionEvent};
+use schemas::{topics, AgentHeartbeat, SessionEvent, SessionEventKind, SessionSummary};
 use scorer::model::{ModelStore, DEFAULT_MODEL_NAME};
 use scorer::risk::RiskConfig;
 use scorer::stage::{ScoringStage, DEFAULT_THREAT_MEMORY};
@@ -176,12 +176,13 @@ impl Stack {
         }
     }
 
-    /// The brute-force capture through the capture agent onto `vnc.sessions.raw`.
+    /// The brute-force capture through the capture agent onto `vnc.sessions.raw`, followed by
+    /// the heartbeat that agent would send with what it counted (for the fleet page).
     async fn replay_brute_force(&self) -> usize {
         let mut events: Vec<SessionEvent> = Vec::new();
         capture_agent::analyze_file(Path::new(BRUTE_FORCE), &AgentConfig::default(), &mut events)
             .expect("analysing the brute-force capture");
-        let outputs: Vec<Output> = events
+        let mut outputs: Vec<Output> = events
             .iter()
             .map(|event| {
                 Output::encode(
@@ -192,6 +193,15 @@ impl Stack {
                 .unwrap()
             })
             .collect();
+        let heartbeat = heartbeat_after(&events);
+        outputs.push(
+            Output::encode(
+                &topics::AGENT_HEARTBEATS,
+                heartbeat.agent_id.clone(),
+                &heartbeat,
+            )
+            .unwrap(),
+        );
         self.bus
             .producer()
             .unwrap()
@@ -217,6 +227,33 @@ impl Stack {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
         drop(self.database);
+    }
+}
+
+/// The heartbeat of the agent that produced `events`, counting their ended sessions.
+fn heartbeat_after(events: &[SessionEvent]) -> AgentHeartbeat {
+    let ended: Vec<&SessionSummary> = events
+        .iter()
+        .filter(|event| event.kind == SessionEventKind::Ended)
+        .map(|event| &event.summary)
+        .collect();
+    let now = chrono::Utc::now();
+    AgentHeartbeat {
+        agent_id: events[0].summary.agent_id.clone(),
+        hostname: "browser-test".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        time: now,
+        started_at: now - chrono::Duration::minutes(5),
+        packets: ended.iter().map(|s| s.packets_c2s + s.packets_s2c).sum(),
+        bytes: ended.iter().map(|s| s.bytes_c2s + s.bytes_s2c).sum(),
+        pcap_drops: 0,
+        flows_active: 0,
+        flows_evicted: 0,
+        sessions_active: 0,
+        sessions_total: ended.len() as i64,
+        parse_errors: ended.iter().map(|s| s.parse_errors).sum(),
+        enforcing: false,
+        capture_sources: vec![BRUTE_FORCE.into()],
     }
 }
 
@@ -363,7 +400,7 @@ async fn sessions_page_renders_first_page_of_a_million_sessions_within_a_second(
                     '192.0.2.10'::inet, 30000 + n % 30000, 5900 + n % 6, \
                     now() - make_interval(secs => n * 3), now() - make_interval(secs => n * 3 - 60), \
                     CASE WHEN n % 50 = 0 THEN 'active' ELSE 'terminated' END, \
-                    (n % 5000) / 100.0, (n * 7919) % 10000 / 100.0, (n * 104729) % 10000 / 100.0, \
+                    (n % 5000) / 100.0, (n::bigint * 7919) % 10000 / 100.0, (n::bigint * 104729) % 10000 / 100.0, \
                     'VNC Authentication', CASE WHEN n % 9 = 0 THEN 'failed' ELSE 'ok' END, \
                     (ARRAY['DE','FR','US','NL','BR'])[1 + n % 5], 'agent-' || n % 4 \
              FROM generate_series(1, 1000000) AS n; \
@@ -382,5 +419,6 @@ async fn sessions_page_renders_first_page_of_a_million_sessions_within_a_second(
         result["sort_ms"], result["next_page_ms"]
     );
     assert!(timings[1] < 1000, "median {} ms", timings[1]);
+    assert_eq!(result["sorted_by_risk"], true, "the API sorts by risk");
     stack.stop().await;
 }

@@ -152,6 +152,23 @@ async fn sessions_filter_and_paginate() {
         )
         .await;
     assert_eq!(recent["total"], 10);
+
+    let by_risk = api
+        .get(Role::Viewer, "/api/sessions?sort=-risk_score&limit=1000")
+        .await;
+    let risks: Vec<f64> = by_risk["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["risk_score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(risks.len(), 300);
+    assert!(risks.windows(2).all(|w| w[0] >= w[1]), "riskiest first");
+    assert!(risks[0] > risks[299]);
+    let oldest = api
+        .get(Role::Viewer, "/api/sessions?sort=start_time&limit=1")
+        .await;
+    assert_eq!(oldest["sessions"][0]["id"], "s-300", "oldest first");
 }
 
 fn urlencode(text: &str) -> String {
@@ -182,6 +199,14 @@ async fn bad_input_is_refused_with_the_offending_field() {
             "min_risk",
         ),
         ("GET", "/api/sessions?from=yesterday", None, 400, "from"),
+        ("GET", "/api/sessions?sort=id;drop", None, 400, "sort"),
+        (
+            "GET",
+            "/api/sessions?sort=-data_transferred",
+            None,
+            400,
+            "sort",
+        ),
         ("GET", "/api/threats?severity=urgent", None, 400, "severity"),
         ("GET", "/api/threats?type=Brute%20Force", None, 400, "type"),
         ("GET", "/api/threats?source_ip=nope", None, 400, "source_ip"),

@@ -1,6 +1,6 @@
-//! Acceptance: the API's list statements (`api::queries`, built from the request filters) and
-//! its wrappers of `sink::queries` use indexes on tables of 200,000 rows and never scan a whole
-//! table; their counts are capped.
+//! Acceptance: the API's list statements (`api::queries`, built from the request filters and
+//! sorts) and its wrappers of `sink::queries` use indexes on tables of 200,000 rows and never
+//! scan a whole table; their counts are capped.
 
 use api::queries::{self, Conditions};
 use api::routes::sessions::SessionFilters;
@@ -163,6 +163,26 @@ async fn the_api_lists_use_indexes() {
             plan.contains("Limit"),
             "{name} count is not capped:\n{plan}"
         );
+    }
+    // Every sort a session list offers, alone and under the dashboard's commonest filter.
+    for (sort, order) in api::routes::sessions::SESSION_ORDERS {
+        for filter in ["", "status=active"] {
+            let conditions = sessions(filter);
+            let page = queries::page_sql(
+                queries::SESSION_ITEM_COLUMNS,
+                "vnc_sessions",
+                &conditions,
+                order,
+            );
+            let name = format!("sessions sorted by {sort} ({filter})");
+            assert_indexed(
+                &client,
+                &name,
+                &page,
+                &conditions.params(&[&limit, &offset]),
+            )
+            .await;
+        }
     }
     assert_indexed(
         &client,

@@ -9,7 +9,8 @@ export function barChart(bars, { description, width = 480, height = 200, labelEv
   const pad = { top: 12, right: 8, bottom: 24, left: 34 };
   const innerW = width - pad.left - pad.right;
   const innerH = height - pad.top - pad.bottom;
-  const max = Math.max(1, ...bars.map((bar) => bar.value));
+  // An even top, so the middle grid line is a whole number too.
+  const max = 2 * Math.ceil(Math.max(1, ...bars.map((bar) => bar.value)) / 2);
   const step = innerW / Math.max(1, bars.length);
   const barW = Math.max(2, step * 0.7);
   const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, class: 'chart', role: 'img', 'aria-label': description });
@@ -17,7 +18,7 @@ export function barChart(bars, { description, width = 480, height = 200, labelEv
   for (const tick of [0, 0.5, 1]) {
     const y = pad.top + innerH * (1 - tick);
     chart.append(svg('line', { x1: pad.left, x2: width - pad.right, y1: y, y2: y, class: 'axis' }));
-    chart.append(svg('text', { x: pad.left - 6, y: y + 4, 'text-anchor': 'end' }, Math.round(max * tick)));
+    chart.append(svg('text', { x: pad.left - 6, y: y + 4, 'text-anchor': 'end' }, max * tick));
   }
   bars.forEach((bar, index) => {
     const h = (bar.value / max) * innerH;

@@ -3,11 +3,10 @@
 import { get, listOf, query } from '../api.js';
 import { barChart } from '../charts.js';
 import { h, replace } from '../dom.js';
-import { ago, label, num, severity, text } from '../format.js';
+import { ago, band, label, num, severity, text } from '../format.js';
 import { subscribe } from '../live.js';
 
 const HOURS = 24;
-const BANDS = ['low', 'medium', 'high', 'critical'];
 
 function hourBuckets(threats) {
   const now = new Date();
@@ -24,12 +23,10 @@ function addToBuckets(buckets, when) {
   return index >= 0 && index < buckets.length;
 }
 
-function distribution(raw) {
-  if (Array.isArray(raw)) return raw.map((entry) => ({ label: entry.label || entry.band, value: Number(entry.count ?? entry.value) || 0 }));
-  const entries = Object.entries(raw || {});
-  const rank = (key) => (BANDS.includes(key) ? BANDS.indexOf(key) : BANDS.length);
-  entries.sort(([a], [b]) => rank(a) - rank(b));
-  return entries.map(([key, value]) => ({ label: key, value: Number(value) || 0, cls: BANDS.includes(key) ? `bar-${key}` : 'bar-series' }));
+/** The API's ten risk buckets (0-10, ..., 90-100), each coloured by its band. */
+function distribution(histogram) {
+  const width = 100 / Math.max(1, histogram.length);
+  return histogram.map((count, i) => ({ label: `${i * width}–${(i + 1) * width}`, value: Number(count) || 0, cls: `bar-${band(i * width)}` }));
 }
 
 function card(title, value, id, tone) {
@@ -70,9 +67,12 @@ export async function overviewView(ctx) {
   }
 
   function drawCharts() {
+    const bars = distribution(state.risk_histogram || []);
+    const sessions = bars.reduce((sum, bar) => sum + bar.value, 0);
     replace(riskPanel,
-      h('h2', { id: 'risk-title' }, 'Risk distribution of sessions'),
-      barChart(distribution(state.risk_distribution), { description: 'Sessions per risk band' }),
+      h('h2', { id: 'risk-title' }, 'Risk of the sessions of the last 24 h'),
+      barChart(bars, { description: `Sessions per risk score, ${sessions} in all` }),
+      sessions ? null : h('p', { class: 'muted' }, 'No session started in the last 24 h.'),
     );
     const series = buckets.map((bucket) => ({ label: `${new Date(bucket.at).getHours()}h`, value: bucket.value }));
     replace(timePanel,

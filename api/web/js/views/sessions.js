@@ -7,7 +7,7 @@ import { setQuery } from '../router.js';
 import { subscribe } from '../live.js';
 
 const PAGE_SIZES = [25, 50, 100];
-// [field, heading, sortable, hidden on a narrow screen]
+// [field, heading, sortable (the API sorts only where an index serves the order), hidden on a narrow screen]
 const COLUMNS = [
   ['start_time', 'Started', true, false],
   ['client_ip', 'Client', true, false],
@@ -15,7 +15,7 @@ const COLUMNS = [
   ['status', 'Status', true, true],
   ['auth_result', 'Auth', false, false],
   ['client_country', 'Country', false, true],
-  ['data_transferred', 'MiB', true, true],
+  ['data_transferred', 'MiB', false, true],
   ['risk_score', 'Risk', true, false],
 ];
 const cellClass = (key, numeric) => [numeric ? 'num' : '', COLUMNS.find(([name]) => name === key)[3] ? 'hide-narrow' : ''].join(' ').trim() || null;
@@ -105,9 +105,20 @@ export async function sessionsView(ctx) {
       h('button', { type: 'button', class: 'btn secondary small', disabled: !morePages, onclick: () => setQuery({ ...current, page: page + 1 }) }, 'Next →')));
 }
 
+/** A definition list; a pair whose value is `undefined` (a field the API does not send) is left out. */
 function facts(pairs) {
-  return h('dl', { class: 'facts' }, pairs.flatMap(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
+  return h('dl', { class: 'facts' }, pairs.filter(([, value]) => value !== undefined).flatMap(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
 }
+
+/** The security type by name, with its number when the name does not already say it. */
+function securityType(session) {
+  const name = text(session.auth_method);
+  const number = session.security_type;
+  return number === null || number === undefined || name.includes(String(number)) ? name : `${name} (${number})`;
+}
+
+/** `format` of the field when the API sends it, else `undefined` so the fact is left out. */
+const present = (value, format) => (value === undefined ? undefined : format(value));
 
 const COMPONENTS = ['anomaly', 'threat', 'behavioral', 'geographic', 'temporal'];
 const SEED_WEIGHTS = [0.3, 0.25, 0.2, 0.15, 0.1];
@@ -156,8 +167,8 @@ export async function sessionView(ctx) {
           ['Server', h('span', { class: 'mono' }, `${text(session.server_ip)}:${text(session.server_port)}`)],
           ['Client version', text(session.client_version || session.user_agent)],
           ['Server version', text(session.server_version)],
-          ['Security types offered', securityTypes(session.security_types_offered)],
-          ['Security type', `${text(session.auth_method)}${session.security_type != null ? ` (${session.security_type})` : ''}`],
+          ['Security types offered', present(session.security_types_offered, securityTypes)],
+          ['Security type', securityType(session)],
           ['Auth result', text(session.auth_result)],
           ['Failure reason', text(session.failure_reason)],
           ['Desktop', `${text(session.desktop_name)}${session.width ? ` ${session.width}×${session.height}` : ''}`],
@@ -177,24 +188,25 @@ export async function sessionView(ctx) {
           ['Clipboard operations', num(session.clipboard_operations)],
           ['Framebuffer updates', num(session.framebuffer_updates ?? session.screenshots_count)],
           ['File operations', num(session.file_operations)],
-          ['Parse errors', num(session.parse_errors)],
+          ['Parse errors', present(session.parse_errors, num)],
         ])),
       h('section', { class: 'panel', 'aria-labelledby': 'geo-title' }, h('h2', { id: 'geo-title' }, 'Geography'),
         facts([
-          ['Country', text(geo.country || session.client_country)],
-          ['City', text(geo.city || session.client_city)],
-          ['ASN', text(geo.asn || session.client_asn)],
-          ['AS organisation', text(geo.as_org || session.client_as_org)],
-          ['Address class', text(geo.address_class || session.client_address_class)],
-          ['Server country', text(session.server_country)],
-          ['Distance', session.distance_km != null ? `${num(session.distance_km)} km` : '—'],
-          ['Reputation', text(session.reputation)],
+          ['Country', text(geo.country)],
+          ['City', text(geo.city)],
+          ['ASN', text(geo.asn)],
+          ['AS organisation', text(geo.as_org)],
+          ['Address class', text(geo.address_class)],
+          ['Server country', text(geo.server_country)],
+          ['Distance', geo.distance_km != null ? `${num(geo.distance_km)} km` : '—'],
+          ['Reputation', text(geo.reputation)],
         ])),
-      h('section', { class: 'panel', 'aria-labelledby': 'rc-title' }, h('h2', { id: 'rc-title' }, 'Risk components'),
+      h('section', { class: 'panel wide', 'aria-labelledby': 'rc-title' }, h('h2', { id: 'rc-title' }, 'Risk components'),
         riskBreakdown(session),
         h('p', { class: 'muted' }, `Model ${text(session.model_version)}, scored ${time(session.scored_at)}`))),
     timeline.length ? h('section', { class: 'panel', 'aria-labelledby': 'tl-title' }, h('h2', { id: 'tl-title' }, 'Timeline'),
-      h('ol', {}, timeline.map((entry) => h('li', {}, `${time(entry.time || entry.at || entry.timestamp)} — ${text(entry.event || entry.kind || entry.description)}`)))) : null,
+      h('ol', { class: 'timeline' }, timeline.map((entry) => h('li', {}, h('span', { class: 'muted' }, time(entry.time)), ' ',
+        h('strong', {}, text(entry.event)), entry.detail ? ` — ${entry.detail}` : '')))) : null,
     h('section', { class: 'panel', 'aria-labelledby': 'th-title' }, h('h2', { id: 'th-title' }, `Threats (${threats.length})`),
       threats.length
         ? h('ul', { class: 'feed' }, threats.map((threat) => h('li', { class: `threat sev-border-${threat.severity}` },
