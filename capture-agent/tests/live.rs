@@ -5,152 +5,22 @@
 //!
 //! Needs root (network namespaces), `Xvnc` and `vncpasswd` (Debian: tigervnc-standalone-server,
 //! tigervnc-tools) and `vncdo` (PyPI: vncdotool; `$VNCDO` names it when it is not on PATH). The
-//! test prints why and passes without running when one is missing.
+//! test prints why and passes without running when one is missing. The lab is
+//! `testkit::netns::Lab`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use bus::kafka::KafkaBus;
 use bus::{Bus, BusArgs, Consumer};
 use schemas::topics::{AGENT_HEARTBEATS, SESSIONS_RAW};
 use schemas::{AgentHeartbeat, AuthResult, SessionEvent, SessionEventKind};
+use testkit::netns::{Lab, VncSession, VncTools};
+use testkit::wait_for;
 
 const PASSWORD: &str = "secret12";
-const SERVER_IP: &str = "10.200.77.1";
-const CLIENT_IP: &str = "10.200.77.2";
-
-fn find_program(name: &str, env: Option<&str>) -> Option<PathBuf> {
-    if let Some(path) = env.and_then(std::env::var_os) {
-        return Some(PathBuf::from(path));
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .chain([PathBuf::from("/tmp/vnclab/venv/bin")])
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
-/// Two namespaces (server, client), each with a veth whose peer sits on a bridge in this
-/// namespace, where the agent captures. Addresses exist only inside the namespaces. Dropping it
-/// stops the processes it started and deletes the namespaces and the bridge.
-struct Lab {
-    server_ns: String,
-    client_ns: String,
-    bridge: String,
-    dir: PathBuf,
-    children: Vec<Child>,
-}
-
-impl Lab {
-    fn create() -> Result<Lab, String> {
-        let id = std::process::id() % 100_000;
-        let dir = std::env::temp_dir().join(format!("capture-agent-live-{id}"));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let lab = Lab {
-            server_ns: format!("ca-live-s{id}"),
-            client_ns: format!("ca-live-c{id}"),
-            bridge: format!("cabr{id}"),
-            dir,
-            children: Vec::new(),
-        };
-        run("ip", &["netns", "add", &lab.server_ns])?;
-        run("ip", &["netns", "add", &lab.client_ns])?;
-        run("ip", &["link", "add", &lab.bridge, "type", "bridge"])?;
-        run("ip", &["link", "set", &lab.bridge, "up"])?;
-        for (ns, side, ip) in [
-            (&lab.server_ns, "s", SERVER_IP),
-            (&lab.client_ns, "c", CLIENT_IP),
-        ] {
-            let inner = format!("ca{side}{id}");
-            let outer = format!("ca{side}p{id}");
-            run(
-                "ip",
-                &[
-                    "link", "add", &inner, "type", "veth", "peer", "name", &outer,
-                ],
-            )?;
-            run("ip", &["link", "set", &inner, "netns", ns])?;
-            run("ip", &["link", "set", &outer, "master", &lab.bridge, "up"])?;
-            let cidr = format!("{ip}/24");
-            run("ip", &["-n", ns, "addr", "add", &cidr, "dev", &inner])?;
-            run("ip", &["-n", ns, "link", "set", &inner, "up"])?;
-            run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(lab)
-    }
-
-    fn spawn_in(&mut self, ns: &str, program: &Path, args: &[&str], log: &str) -> &mut Child {
-        let log = std::fs::File::create(self.dir.join(log)).expect("log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn in namespace");
-        self.children.push(child);
-        self.children.last_mut().expect("just pushed")
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
-    }
-
-    fn server_listening(&self) -> bool {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.server_ns,
-                "ss",
-                "-Hltn",
-                "sport = :5900",
-            ])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LISTEN"))
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = run("ip", &["link", "del", &self.bridge]);
-        let _ = run("ip", &["netns", "del", &self.client_ns]);
-        let _ = run("ip", &["netns", "del", &self.server_ns]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < limit, "{what} not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+const SERVER: usize = 0;
+const CLIENT: usize = 1;
 
 /// Reads `topic` until `done` holds for what was read (or a minute passes).
 fn consume(
@@ -205,101 +75,59 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[test]
 fn live_session_in_network_namespaces_reaches_kafka() {
-    let (Some(xvnc), Some(vncpasswd), Some(vncdo)) = (
-        find_program("Xvnc", None),
-        find_program("vncpasswd", None),
-        find_program("vncdo", Some("VNCDO")),
-    ) else {
-        println!(
-            "SKIPPED live test: needs Xvnc and vncpasswd (apt: tigervnc-standalone-server \
-             tigervnc-tools) and vncdo (pip: vncdotool, or $VNCDO)"
-        );
-        return;
-    };
-    let mut lab = match Lab::create() {
-        Ok(lab) => lab,
-        Err(e) => {
-            println!("SKIPPED live test: cannot create network namespaces (root needed): {e}");
+    let tools = match VncTools::find() {
+        Ok(tools) => tools,
+        Err(reason) => {
+            println!("SKIPPED live test: {reason}");
             return;
         }
     };
+    // Two namespaces (server, client) whose veth peers sit on a bridge in this namespace,
+    // where the agent captures.
+    let mut lab = match Lab::create(77, 2) {
+        Ok(lab) => lab,
+        Err(reason) => {
+            println!("SKIPPED live test: {reason}");
+            return;
+        }
+    };
+    let (server_ip, client_ip) = (lab.ip(SERVER), lab.ip(CLIENT));
 
     let broker = testkit::Broker::start().expect("tansu");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
 
     // The VNC server, VNC authentication with a known password, no X11 over TCP.
-    let password_file = lab.dir.join("passwd");
-    let output = Command::new(&vncpasswd)
-        .arg("-f")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(format!("{PASSWORD}\n").as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("vncpasswd");
-    std::fs::write(&password_file, output.stdout).expect("password file");
-    let display = format!(":{}", 600 + std::process::id() % 300);
-    let server_ns = lab.server_ns.clone();
-    lab.spawn_in(
-        &server_ns,
-        &xvnc,
-        &[
-            &display,
-            "-geometry",
-            "320x240",
-            "-depth",
-            "24",
-            "-rfbport",
-            "5900",
-            "-SecurityTypes",
-            "VncAuth",
-            "-PasswordFile",
-            password_file.to_str().expect("UTF-8 path"),
-            "-nolisten",
-            "tcp",
-        ],
-        "xvnc.log",
-    );
-    wait_for("Xvnc listening", Duration::from_secs(20), || {
-        lab.server_listening()
-    });
+    let password_file = lab.vnc_password_file(&tools.vncpasswd, PASSWORD);
+    let display = 600 + std::process::id() % 300;
+    lab.start_vnc_server(SERVER, &tools.xvnc, &password_file, display);
 
     // The agent on the bridge, publishing to the broker.
     let metrics_addr = format!("127.0.0.1:{}", testkit::free_port().expect("port"));
-    let agent_log = lab.dir.join("agent.log");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_capture-agent"))
-        .args(["--interface", &lab.bridge, "--sink", "kafka"])
+    let mut agent = lab.command(None, Path::new(env!("CARGO_BIN_EXE_capture-agent")));
+    agent
+        .args(["--interface", lab.bridge(), "--sink", "kafka"])
         .args(["--agent-id", "live-test", "--heartbeat-interval", "1s"])
         .args(["--metrics-addr", &metrics_addr])
         .env("KAFKA_BROKERS", broker.brokers())
-        .env("LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&agent_log).expect("agent log"))
-        .spawn()
-        .expect("agent starts");
-    let agent_ready = || std::fs::read_to_string(&agent_log).is_ok_and(|l| l.contains("capturing"));
-    wait_for("agent capturing", Duration::from_secs(30), agent_ready);
+        .env("LOG_FORMAT", "json");
+    let agent = lab.spawn(agent, "agent.log");
+    wait_for("agent capturing", Duration::from_secs(30), || {
+        lab.log("agent.log").contains("capturing")
+    });
 
     // One complete session: authenticate, type, leave.
-    let client_ns = lab.client_ns.clone();
-    let target = format!("{SERVER_IP}::5900");
-    let status = Command::new("ip")
-        .args(["netns", "exec", &client_ns, "timeout", "30"])
-        .arg(&vncdo)
-        .args([
-            "-s", &target, "-p", PASSWORD, "type", "hello", "pause", "0.5",
-        ])
-        .status()
-        .expect("vncdo");
-    assert!(status.success(), "the VNC client failed: {status}");
+    let session = VncSession {
+        server: &server_ip,
+        password: PASSWORD,
+        limit: Duration::from_secs(30),
+    };
+    let login = lab.vnc_client(
+        CLIENT,
+        &tools.vncdo,
+        session,
+        &["type", "hello", "pause", "0.5"],
+    );
+    assert!(login.is_ok(), "the VNC client failed: {login:?}");
 
     let bus = KafkaBus::new(&BusArgs::for_brokers(&broker.brokers())).expect("bus");
     let records = consume(&rt, &bus, "live-first", SESSIONS_RAW.name, |r| {
@@ -315,14 +143,14 @@ fn live_session_in_network_namespaces_reaches_kafka() {
             SessionEventKind::Ended
         ],
         "agent log:\n{}",
-        std::fs::read_to_string(&agent_log).unwrap_or_default()
+        lab.log("agent.log")
     );
     for record in &records {
-        assert_eq!(record.key.as_deref(), Some(CLIENT_IP.as_bytes()));
+        assert_eq!(record.key.as_deref(), Some(client_ip.as_bytes()));
     }
     let summary = &events[2].summary;
-    assert_eq!(summary.client_ip, CLIENT_IP);
-    assert_eq!(summary.server_ip, SERVER_IP);
+    assert_eq!(summary.client_ip, client_ip);
+    assert_eq!(summary.server_ip, server_ip);
     assert_eq!(summary.server_port, 5900);
     assert_eq!(summary.security_type, Some(2));
     assert_eq!(summary.auth_result, AuthResult::Ok);
@@ -339,13 +167,13 @@ fn live_session_in_network_namespaces_reaches_kafka() {
     );
 
     // A session still open when the agent stops ends with `shutdown`.
-    let holder = lab.spawn_in(
-        &client_ns,
-        &vncdo,
-        &["-s", &target, "-p", PASSWORD, "pause", "20"],
+    let holder_id = lab.spawn_vnc_client(
+        CLIENT,
+        &tools.vncdo,
+        session,
+        &["pause", "20"],
         "holder.log",
     );
-    let holder_id = holder.id();
     let records = consume(&rt, &bus, "live-second", SESSIONS_RAW.name, |r| {
         session_events(r)
             .iter()
@@ -362,12 +190,11 @@ fn live_session_in_network_namespaces_reaches_kafka() {
         "the second session authenticated (client {holder_id}): {}",
         lab.log("holder.log")
     );
-    run("kill", &["-TERM", &agent.id().to_string()]).expect("signal the agent");
-    let status = agent.wait().expect("agent exits");
+    let status = lab.stop(agent);
     assert!(
-        status.success(),
-        "agent: {status}\n{}",
-        std::fs::read_to_string(&agent_log).unwrap_or_default()
+        status.is_some_and(|s| s.success()),
+        "agent: {status:?}\n{}",
+        lab.log("agent.log")
     );
     let records = consume(&rt, &bus, "live-third", SESSIONS_RAW.name, |r| {
         ended(&session_events(r)).len() >= 2
@@ -397,6 +224,6 @@ fn live_session_in_network_namespaces_reaches_kafka() {
     assert!(heartbeat.packets > 20, "{heartbeat:?}");
     assert_eq!(
         heartbeat.capture_sources,
-        vec![format!("live:{}", lab.bridge)]
+        vec![format!("live:{}", lab.bridge())]
     );
 }

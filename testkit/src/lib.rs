@@ -1,22 +1,57 @@
 //! Real parts for integration tests: [`Broker`] starts a tansu Kafka-API broker on a free
-//! loopback port, [`TestDatabase`] creates a Postgres database of its own and drops it after.
+//! loopback port (or any local address), [`TestDatabase`] creates a Postgres database of its own
+//! and drops it after, [`netns::Lab`] builds network namespaces with VNC servers and clients,
+//! [`workspace_binary`] finds the workspace's programs.
 //!
 //! `TANSU_BIN` names the broker binary (default `~/.cargo/bin/tansu`, then `tansu` on PATH);
 //! `VNCGUARD_TEST_PG` names the maintenance database (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`).
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod netns;
+
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a probe port")?;
+    free_port_on("127.0.0.1")
+}
+
+fn free_port_on(host: &str) -> Result<u16> {
+    let listener =
+        TcpListener::bind((host, 0)).with_context(|| format!("binding a probe port on {host}"))?;
     Ok(listener.local_addr()?.port())
+}
+
+/// Polls `ready` until it holds; panics naming `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "{what} not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The workspace binary `name`, beside the other binaries of the cargo target directory the
+/// running test belongs to (the test itself is in its `deps/`). Panics when it was not built.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let test = std::env::current_exe().expect("the test's own path");
+    let profile_dir = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test sits in <target>/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
 }
 
 fn tansu_binary() -> PathBuf {
@@ -35,15 +70,23 @@ fn tansu_binary() -> PathBuf {
 /// A tansu broker with in-memory storage, killed when dropped.
 pub struct Broker {
     child: Child,
+    host: String,
     port: u16,
     log: PathBuf,
 }
 
 impl Broker {
+    /// tansu on a free loopback port.
     pub fn start() -> Result<Broker> {
-        let port = free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::env::temp_dir().join(format!("vncguard-tansu-{port}.log"));
+        Broker::start_on("127.0.0.1")
+    }
+
+    /// tansu on a free port of `host`, an address of this machine (e.g. a lab bridge's
+    /// [`netns::Lab::host_ip`], reachable from the lab's namespaces too).
+    pub fn start_on(host: &str) -> Result<Broker> {
+        let port = free_port_on(host)?;
+        let url = format!("tcp://{host}:{port}");
+        let log = std::env::temp_dir().join(format!("vncguard-tansu-{host}-{port}.log"));
         let log_file = std::fs::File::create(&log)?;
         let binary = tansu_binary();
         let child = Command::new(&binary)
@@ -54,7 +97,12 @@ impl Broker {
             .stderr(log_file)
             .spawn()
             .with_context(|| format!("starting {} (install: cargo install tansu --locked --features dynostore,postgres)", binary.display()))?;
-        let mut broker = Broker { child, port, log };
+        let mut broker = Broker {
+            child,
+            host: host.to_string(),
+            port,
+            log,
+        };
         broker.wait_until_listening(Duration::from_secs(30))?;
         Ok(broker)
     }
@@ -65,7 +113,7 @@ impl Broker {
             if let Some(status) = self.child.try_wait()? {
                 bail!("tansu exited with {status}: {}", self.log_tail());
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect((self.host.as_str(), self.port)).is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -89,9 +137,9 @@ impl Broker {
             .join("\n")
     }
 
-    /// The bootstrap address, `127.0.0.1:PORT`.
+    /// The bootstrap address, `HOST:PORT`.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 }
 

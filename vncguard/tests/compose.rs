@@ -6,29 +6,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_yaml::Value;
+use testkit::workspace_binary;
 
 fn compose_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose")
 }
 
-/// The binaries sit beside this package's binary once the workspace is built.
-fn binary(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_vncguard")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo test --workspace builds every binary)",
-        path.display()
-    );
-    path
-}
-
 /// The environment variables `name --help` documents.
 fn variables_read_by(name: &str) -> BTreeSet<String> {
-    let output = Command::new(binary(name)).arg("--help").output().unwrap();
+    let output = Command::new(workspace_binary(name))
+        .arg("--help")
+        .output()
+        .unwrap();
     let mut help = String::from_utf8_lossy(&output.stdout).into_owned();
     // Subcommands document their own flags.
     for sub in ["run", "serve"] {
-        if let Ok(out) = Command::new(binary(name)).args([sub, "--help"]).output() {
+        if let Ok(out) = Command::new(workspace_binary(name))
+            .args([sub, "--help"])
+            .output()
+        {
             if out.status.success() {
                 help.push_str(&String::from_utf8_lossy(&out.stdout));
             }
@@ -108,7 +104,7 @@ fn the_systemd_unit_starts_the_capture_agent_with_flags_it_has() {
         .expect("ExecStart");
     let mut words = exec.split_whitespace();
     assert!(words.next().unwrap().ends_with("/capture-agent"));
-    let help = Command::new(binary("capture-agent"))
+    let help = Command::new(workspace_binary("capture-agent"))
         .arg("--help")
         .output()
         .unwrap();

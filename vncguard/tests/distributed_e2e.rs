@@ -18,11 +18,11 @@
 //! tigervnc-tools) and `vncdo` (PyPI: vncdotool; `$VNCDO`); prints why and passes without running
 //! when one is missing. Without `nft` the agents only monitor, and the decision is checked on the
 //! topic and in Postgres instead of in the firewalls. The binaries come from the workspace build
-//! (`cargo test --workspace` builds them all).
+//! (`cargo build --workspace --bins`); the lab is `testkit::netns::Lab`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ use futures::StreamExt;
 use schemas::topics::DECISIONS;
 use schemas::{Decision, DecisionAction};
 use serde_json::Value;
+use testkit::netns::{Lab, VncSession, VncTools};
+use testkit::{wait_for, workspace_binary, Broker};
 use tokio_tungstenite::tungstenite::Message;
 
 const VNC_PASSWORD: &str = "secret12";
@@ -49,313 +51,49 @@ const CLIENT_A: usize = 3;
 const CLIENT_B: usize = 4;
 const NAMESPACES: usize = 5;
 
-fn find_program(name: &str, env: Option<&str>) -> Option<PathBuf> {
-    if let Some(path) = env.and_then(std::env::var_os) {
-        return Some(PathBuf::from(path));
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .chain(home.map(|home| home.join(".cache/vncguard/venv/bin")))
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
-}
-
-/// A workspace binary, beside this package's.
-fn binary(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_vncguard")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo test --workspace builds every binary)",
-        path.display()
-    );
-    path
-}
-
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < limit, "{what} not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn free_addr() -> String {
     format!("127.0.0.1:{}", testkit::free_port().expect("free port"))
 }
 
-/// The namespaces, their bridge, the processes and the test database. Dropping it (also when
-/// the test fails) stops every process it started, then deletes the namespaces, the bridge and
-/// the database; logs are kept when the test failed.
-struct Lab {
-    net: u8,
-    id: u32,
-    bridge: String,
-    namespaces: Vec<String>,
-    dir: PathBuf,
-    children: Vec<Child>,
-    database: Option<testkit::TestDatabase>,
+/// Starts `program` (in namespace `ns`, if given) from the workspace root with `env` and its
+/// output in `log`; its pid.
+fn spawn(
+    lab: &mut Lab,
+    ns: Option<usize>,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+    log: &str,
+) -> u32 {
+    let mut command = lab.command(ns, program);
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(workspace_root());
+    lab.spawn(command, log)
 }
 
-impl Lab {
-    fn create() -> Result<Lab, String> {
-        let id = std::process::id() % 10_000;
-        let net = 100 + (std::process::id() % 100) as u8;
-        let dir = std::env::temp_dir().join(format!("vncguard-e2e-{id}"));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let mut lab = Lab {
-            net,
-            id,
-            bridge: format!("vge2e{id}"),
-            namespaces: Vec::new(),
-            dir,
-            children: Vec::new(),
-            database: None,
-        };
-        run("ip", &["link", "add", &lab.bridge, "type", "bridge"])?;
-        let host_cidr = format!("{}/24", lab.host_ip());
-        run("ip", &["addr", "add", &host_cidr, "dev", &lab.bridge])?;
-        run("ip", &["link", "set", &lab.bridge, "up"])?;
-        for i in 0..NAMESPACES {
-            let ns = format!("vg-e2e-{i}-{id}");
-            run("ip", &["netns", "add", &ns])?;
-            lab.namespaces.push(ns.clone());
-            let (inner, outer) = (lab.interface(i), format!("vge{i}o{id}"));
-            run(
-                "ip",
-                &[
-                    "link", "add", &inner, "type", "veth", "peer", "name", &outer,
-                ],
-            )?;
-            run("ip", &["link", "set", &inner, "netns", &ns])?;
-            run("ip", &["link", "set", &outer, "master", &lab.bridge, "up"])?;
-            let cidr = format!("{}/24", lab.ip(i));
-            run("ip", &["-n", &ns, "addr", "add", &cidr, "dev", &inner])?;
-            run("ip", &["-n", &ns, "link", "set", &inner, "up"])?;
-            run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(lab)
-    }
+/// The addresses in the agent's nftables set `blocked_v4` of namespace `i`.
+fn blocked(lab: &Lab, i: usize) -> Vec<String> {
+    lab.nft_set(i, "inet", "vncguard", "blocked_v4")
+        .into_iter()
+        .map(|e| e.address)
+        .collect()
+}
 
-    fn host_ip(&self) -> String {
-        format!("10.200.{}.254", self.net)
-    }
-
-    fn ip(&self, i: usize) -> String {
-        format!("10.200.{}.{}", self.net, i + 1)
-    }
-
-    fn interface(&self, i: usize) -> String {
-        format!("vge{i}i{}", self.id)
-    }
-
-    /// Starts `program` (in namespace `ns`, if given) with its output in `log`; its pid.
-    fn spawn(
-        &mut self,
-        ns: Option<usize>,
-        program: &Path,
-        args: &[&str],
-        env: &[(&str, String)],
-        log: &str,
-    ) -> u32 {
-        let log = std::fs::File::create(self.dir.join(log)).expect("log file");
-        let mut command = match ns {
-            Some(i) => {
-                let mut command = Command::new("ip");
-                command
-                    .args(["netns", "exec", &self.namespaces[i]])
-                    .arg(program);
-                command
-            }
-            None => Command::new(program),
-        };
-        let child = command
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(workspace_root())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-        let pid = child.id();
-        self.children.push(child);
-        pid
-    }
-
-    /// SIGTERM to the process `pid` this lab started; waits for it to exit.
-    fn stop(&mut self, pid: u32) {
-        let Some(at) = self.children.iter().position(|c| c.id() == pid) else {
-            return;
-        };
-        let mut child = self.children.remove(at);
-        let _ = run("kill", &["-TERM", &pid.to_string()]);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    /// Whether a process this lab started has exited.
-    fn exited(&mut self, pid: u32) -> bool {
-        self.children
-            .iter_mut()
-            .find(|c| c.id() == pid)
-            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
-    }
-
-    fn exec(&self, i: usize, args: &[&str]) -> Result<String, String> {
-        let mut line = vec!["netns", "exec", &self.namespaces[i]];
-        line.extend_from_slice(args);
-        run("ip", &line)
-    }
-
-    /// The addresses in the agent's nftables set `blocked_v4` of namespace `i`.
-    fn blocked(&self, i: usize) -> Vec<String> {
-        let Ok(text) = self.exec(
-            i,
-            &["nft", "-j", "list", "set", "inet", "vncguard", "blocked_v4"],
-        ) else {
-            return Vec::new();
-        };
-        let json: Value = serde_json::from_str(&text).expect("nft JSON");
-        json["nftables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|item| item.get("set"))
-            .flat_map(|set| set["elem"].as_array().cloned().unwrap_or_default())
-            .filter_map(|elem| {
-                elem["elem"]["val"]
-                    .as_str()
-                    .or_else(|| elem.as_str())
-                    .map(str::to_string)
-            })
-            .collect()
-    }
-
-    /// tansu on the bridge's host address, reachable from this host and every namespace.
-    fn start_broker(&mut self) -> String {
-        let port = testkit::free_port().expect("port");
-        let url = format!("tcp://{}:{port}", self.host_ip());
-        let tansu = std::env::var_os("TANSU_BIN")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(|home| PathBuf::from(home).join(".cargo/bin/tansu"))
-                    .filter(|path| path.is_file())
-            })
-            .unwrap_or_else(|| PathBuf::from("tansu"));
-        let args = [
-            "broker",
-            "--storage-engine",
-            "memory://tansu/",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ];
-        self.spawn(None, &tansu, &args, &[], "tansu.log");
-        let brokers = format!("{}:{port}", self.host_ip());
-        wait_for("tansu listening", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(&brokers).is_ok()
-        });
-        brokers
-    }
-
-    /// Xvnc with VNC authentication in namespace `i`, listening on 5900.
-    fn start_vnc_server(&mut self, i: usize, xvnc: &Path, password_file: &Path, display: u32) {
-        let display = format!(":{display}");
-        let log = format!("xvnc-{i}.log");
-        self.spawn(
-            Some(i),
-            xvnc,
-            &[
-                &display,
-                "-geometry",
-                "320x240",
-                "-depth",
-                "24",
-                "-rfbport",
-                "5900",
-                "-SecurityTypes",
-                "VncAuth",
-                "-PasswordFile",
-                password_file.to_str().expect("UTF-8 path"),
-                "-nolisten",
-                "tcp",
-            ],
-            &[],
-            &log,
-        );
-        wait_for("Xvnc listening", Duration::from_secs(20), || {
-            self.exec(i, &["ss", "-Hltn", "sport = :5900"])
-                .is_ok_and(|out| out.contains("LISTEN"))
-        });
-    }
-
-    /// One `vncdo` run (one TCP connection) from namespace `i` to `server`; whether it succeeded.
-    fn vnc_client(&self, i: usize, vncdo: &Path, server: &str, password: &str) -> bool {
-        let target = format!("{server}::5900");
-        let vncdo = vncdo.to_str().expect("UTF-8 path");
-        self.exec(
-            i,
-            &[
-                "timeout", "20", vncdo, "-s", &target, "-p", password, "type", "hi", "pause", "0.2",
-            ],
-        )
+/// One `vncdo` run (one TCP connection) from namespace `i` to `server`; whether it succeeded.
+fn vnc_client(lab: &Lab, i: usize, vncdo: &Path, server: &str, password: &str) -> bool {
+    let session = VncSession {
+        server,
+        password,
+        limit: Duration::from_secs(20),
+    };
+    lab.vnc_client(i, vncdo, session, &["type", "hi", "pause", "0.2"])
         .is_ok()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // Its connections are gone with the processes, so the database can be dropped.
-        self.database.take();
-        let _ = run("ip", &["link", "del", &self.bridge]);
-        for ns in &self.namespaces {
-            let _ = run("ip", &["netns", "del", ns]);
-        }
-        if std::thread::panicking() {
-            println!("logs kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
 }
 
 /// The events a WebSocket client received, in order.
@@ -462,16 +200,12 @@ async fn session_counts(db: &tokio_postgres::Client) -> SessionCounts {
 #[test]
 fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
     let started = Instant::now();
-    let (Some(xvnc), Some(vncpasswd), Some(vncdo)) = (
-        find_program("Xvnc", None),
-        find_program("vncpasswd", None),
-        find_program("vncdo", Some("VNCDO")),
-    ) else {
-        println!(
-            "SKIPPED distributed end-to-end test: needs Xvnc and vncpasswd (apt: \
-             tigervnc-standalone-server tigervnc-tools) and vncdo (pip: vncdotool, or $VNCDO)"
-        );
-        return;
+    let tools = match VncTools::find() {
+        Ok(tools) => tools,
+        Err(reason) => {
+            println!("SKIPPED distributed end-to-end test: {reason}");
+            return;
+        }
     };
     let binaries = [
         "sink",
@@ -481,20 +215,20 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
         "api",
         "capture-agent",
     ]
-    .map(|name| (name, binary(name)))
+    .map(|name| (name, workspace_binary(name)))
     .into_iter()
     .collect::<BTreeMap<_, _>>();
-    let mut lab = match Lab::create() {
+    // Declared before the lab, so it is dropped after the lab stopped every process using it.
+    let database;
+    let net = 100 + (std::process::id() % 100) as u8;
+    let mut lab = match Lab::create(net, NAMESPACES) {
         Ok(lab) => lab,
-        Err(e) => {
-            println!(
-                "SKIPPED distributed end-to-end test: cannot create network namespaces (root \
-                 needed): {e}"
-            );
+        Err(reason) => {
+            println!("SKIPPED distributed end-to-end test: {reason}");
             return;
         }
     };
-    let enforcing = match lab.exec(SERVER_A, &["nft", "list", "tables"]) {
+    let enforcing = match lab.run_in(SERVER_A, &["nft", "list", "tables"]) {
         Ok(_) => true,
         Err(e) => {
             println!("nft unusable, the agents only monitor (apt: nftables): {e}");
@@ -503,20 +237,20 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
     };
     let (server_a, server_b) = (lab.ip(SERVER_A), lab.ip(SERVER_B));
     let (attacker, client_a, client_b) = (lab.ip(ATTACKER), lab.ip(CLIENT_A), lab.ip(CLIENT_B));
-    let agent_a = format!("e2e-agent-a-{}", lab.id);
-    let agent_b = format!("e2e-agent-b-{}", lab.id);
+    let agent_a = format!("e2e-agent-a-{}", lab.id());
+    let agent_b = format!("e2e-agent-b-{}", lab.id());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
 
     // The broker, its topics, and the database with the schema.
-    let brokers = lab.start_broker();
+    let broker = Broker::start_on(&lab.host_ip()).expect("tansu");
+    let brokers = broker.brokers();
     let bus = KafkaBus::new(&BusArgs::for_brokers(&brokers)).expect("bus");
     rt.block_on(bus.ensure_topics(schemas::topics::ALL))
         .expect("topics");
-    let database = rt
+    database = rt
         .block_on(testkit::TestDatabase::create())
         .expect("test database");
     let database_url = database.url().to_string();
-    lab.database = Some(database);
     let migrate = Command::new(&binaries["sink"])
         .arg("migrate")
         .env("DATABASE_URL", &database_url)
@@ -544,13 +278,21 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
     let mut stages = Vec::new();
     let mut sink_env = common(true);
     sink_env.push(("SINK_GROUP", "e2e-sink".into()));
-    stages.push(lab.spawn(None, &binaries["sink"], &["run"], &sink_env, "sink.log"));
+    stages.push(spawn(
+        &mut lab,
+        None,
+        &binaries["sink"],
+        &["run"],
+        &sink_env,
+        "sink.log",
+    ));
     let mut enricher_env = common(true);
     let geo = workspace_root().join(".data/geo");
     enricher_env.push(("GEOIP_CITY_DB", geo.display().to_string()));
     enricher_env.push(("GEOIP_ASN_DB", geo.display().to_string()));
     enricher_env.push(("ENRICHER_GROUP", "e2e-enricher".into()));
-    stages.push(lab.spawn(
+    stages.push(spawn(
+        &mut lab,
         None,
         &binaries["enricher"],
         &[],
@@ -560,7 +302,8 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
     let mut scorer_env = common(true);
     scorer_env.push(("MODEL_LOAD_IDLE_MS", "500".into()));
     scorer_env.push(("SCORER_GROUP", "e2e-scorer".into()));
-    stages.push(lab.spawn(
+    stages.push(spawn(
+        &mut lab,
         None,
         &binaries["scorer"],
         &["run"],
@@ -570,7 +313,8 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
     let mut responder_env = common(true);
     responder_env.push(("RESPONDER_RESTORE_IDLE_MS", "500".into()));
     responder_env.push(("RESPONDER_GROUP", "e2e-responder".into()));
-    stages.push(lab.spawn(
+    stages.push(spawn(
+        &mut lab,
         None,
         &binaries["responder"],
         &[],
@@ -588,29 +332,20 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
         ("VNCGUARD_ADMIN_PASSWORD", ADMIN_PASSWORD.to_string()),
         ("AGENT_HEARTBEAT_INTERVAL_SECS", "1".to_string()),
     ]);
-    stages.push(lab.spawn(None, &binaries["api"], &["serve"], &api_env, "api.log"));
+    stages.push(spawn(
+        &mut lab,
+        None,
+        &binaries["api"],
+        &["serve"],
+        &api_env,
+        "api.log",
+    ));
 
     // Two VNC servers with a known password, each watched by its own agent in its namespace.
-    let output = Command::new(&vncpasswd)
-        .arg("-f")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(format!("{VNC_PASSWORD}\n").as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("vncpasswd");
-    let password_file = lab.dir.join("passwd");
-    std::fs::write(&password_file, output.stdout).expect("password file");
+    let password_file = lab.vnc_password_file(&tools.vncpasswd, VNC_PASSWORD);
     let display = 400 + 2 * (std::process::id() % 250);
-    lab.start_vnc_server(SERVER_A, &xvnc, &password_file, display);
-    lab.start_vnc_server(SERVER_B, &xvnc, &password_file, display + 1);
+    lab.start_vnc_server(SERVER_A, &tools.xvnc, &password_file, display);
+    lab.start_vnc_server(SERVER_B, &tools.xvnc, &password_file, display + 1);
     let mut agents = Vec::new();
     for (i, agent_id) in [(SERVER_A, &agent_a), (SERVER_B, &agent_b)] {
         let interface = lab.interface(i);
@@ -626,7 +361,14 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
             ("BUS_LINGER_MS", "20".to_string()),
         ];
         let log = format!("agent-{i}.log");
-        agents.push(lab.spawn(Some(i), &binaries["capture-agent"], &args, &env, &log));
+        agents.push(spawn(
+            &mut lab,
+            Some(i),
+            &binaries["capture-agent"],
+            &args,
+            &env,
+            &log,
+        ));
         let ready = if enforcing {
             "enforcing decisions"
         } else {
@@ -642,7 +384,7 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
         assert!(
             !lab.exited(*pid),
             "a process exited early; logs in {}",
-            lab.dir.display()
+            lab.dir().display()
         );
     }
 
@@ -671,7 +413,7 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
     let mut live = false;
     for _ in 0..15 {
         assert!(
-            lab.vnc_client(CLIENT_A, &vncdo, &server_a, VNC_PASSWORD),
+            vnc_client(&lab, CLIENT_A, &tools.vncdo, &server_a, VNC_PASSWORD),
             "client A's login failed; Xvnc log:\n{}",
             lab.log("xvnc-0.log")
         );
@@ -691,7 +433,7 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
     );
     for _ in 0..3 {
         assert!(
-            lab.vnc_client(CLIENT_B, &vncdo, &server_b, VNC_PASSWORD),
+            vnc_client(&lab, CLIENT_B, &tools.vncdo, &server_b, VNC_PASSWORD),
             "client B's login failed; Xvnc log:\n{}",
             lab.log("xvnc-1.log")
         );
@@ -706,7 +448,13 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
     };
     let mut threat = None;
     for guess in 0..MAX_GUESSES {
-        let accepted = lab.vnc_client(ATTACKER, &vncdo, &server_a, &format!("wrong{guess}"));
+        let accepted = vnc_client(
+            &lab,
+            ATTACKER,
+            &tools.vncdo,
+            &server_a,
+            &format!("wrong{guess}"),
+        );
         assert!(!accepted, "a wrong password was accepted");
         *sessions.entry(&attacker).or_default() += 1;
         if guess + 1 >= BRUTE_FORCE_MAX_RETRY {
@@ -723,7 +471,7 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
             "no brute_force threat_detected naming {attacker} after {guesses} guesses; the feed \
              had {:?}; logs in {}",
             feed.types(),
-            lab.dir.display()
+            lab.dir().display()
         )
     });
     println!(
@@ -754,12 +502,11 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
             wait_for(
                 &format!("the block applied by the agent of namespace {server}"),
                 Duration::from_secs(30),
-                || lab.blocked(server).contains(&attacker),
+                || blocked(&lab, server).contains(&attacker),
             );
         }
         for server in [SERVER_A, SERVER_B] {
-            let others: Vec<String> = lab
-                .blocked(server)
+            let others: Vec<String> = blocked(&lab, server)
                 .into_iter()
                 .filter(|ip| *ip != attacker)
                 .collect();
