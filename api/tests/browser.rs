@@ -14,8 +14,12 @@ use api::{ApiConfig, AppState};
 use bus::kafka::KafkaBus;
 use bus::{pipeline, Bus, BusArgs, Output, PipelineOptions, Producer};
 use capture_agent::AgentConfig;
-use enricher::{Enricher, EnricherConfig, EnricherStage, GeoDatabases, NoHistory, Reputation};
+use enricher::stage::enrich_event;
+use enricher::{
+    Enricher, EnricherConfig, EnricherStage, GeoDatabases, NoHistory, PartitionWindows, Reputation,
+};
 use schemas::{topics, AgentHeartbeat, SessionEvent, SessionEventKind, SessionSummary};
+use scorer::forest::ForestParams;
 use scorer::model::{ModelStore, DEFAULT_MODEL_NAME};
 use scorer::risk::RiskConfig;
 use scorer::stage::{ScoringStage, DEFAULT_THREAT_MEMORY};
@@ -25,6 +29,12 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 const BRUTE_FORCE: &str = "/work/shared/pcaps/lab/c_bruteforce_vncauth.pcap";
+/// Ordinary sessions the anomaly model of the live scenario learns from.
+const NORMAL: [&str; 3] = [
+    "/work/shared/pcaps/lab/a_normal_vncauth.pcap",
+    "/work/shared/pcaps/lab/a2_normal_tigervnc_viewer.pcap",
+    "/work/shared/pcaps/lab/g3_rfb37_x11vnc.pcap",
+];
 const PASSWORD: &str = "correct horse battery staple";
 const USERS: [(&str, &str); 3] = [("admin", "ada"), ("analyst", "alan"), ("viewer", "vera")];
 
@@ -211,6 +221,50 @@ impl Stack {
         events.len()
     }
 
+    /// An anomaly model fitted on the normal captures, announced on `vnc.models` as `scorer
+    /// train` does: the scorer swaps it in and the sink records it for the fleet page.
+    async fn announce_model(&self) {
+        let config = EnricherConfig::default();
+        let geo = GeoDatabases::load("", "");
+        let reputation = Reputation::new(None, None);
+        let mut windows = PartitionWindows::new(config.windows.clone());
+        let mut sessions = Vec::new();
+        for capture in NORMAL {
+            let mut events: Vec<SessionEvent> = Vec::new();
+            capture_agent::analyze_file(Path::new(capture), &AgentConfig::default(), &mut events)
+                .expect(capture);
+            sessions.extend(
+                events
+                    .into_iter()
+                    .filter(|event| event.kind == SessionEventKind::Ended)
+                    .map(|event| {
+                        enrich_event(
+                            &geo,
+                            &reputation,
+                            config.server_timezone,
+                            &mut windows,
+                            event,
+                        )
+                    }),
+            );
+        }
+        let trained =
+            scorer::train::fit_sessions(&sessions, DEFAULT_MODEL_NAME, &ForestParams::default())
+                .expect("fitting the model");
+        let announcement = Output::encode(
+            &topics::MODELS,
+            DEFAULT_MODEL_NAME.to_string(),
+            &trained.announcement,
+        )
+        .unwrap();
+        self.bus
+            .producer()
+            .unwrap()
+            .send(vec![announcement])
+            .await
+            .expect("announcing the model");
+    }
+
     async fn execute(&self, sql: &str) {
         self.pool
             .get()
@@ -314,6 +368,7 @@ async fn run_scenario(stack: &Stack, scenario: &str) -> Value {
 async fn analyst_sees_brute_force_live_acknowledges_blocks_and_logs_out() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let stack = Stack::start().await;
+    stack.announce_model().await;
     let result = run_scenario(&stack, "live").await;
 
     let threat_id = result["threat_id"].as_str().unwrap();

@@ -136,6 +136,9 @@ async function live() {
   check(answer.startsWith('REPLAYED'), `replay answered ${answer}`);
   await until(async () => (await threats24h()) > before, 'the threats of the last 24 h to grow', 30000);
   await page.locator('#recent-threats li', { hasText: 'brute force' }).first().waitFor();
+  // The charts follow too: the replayed sessions land in the risk histogram.
+  const chartedSessions = async () => Number((await page.getAttribute('#risk-title ~ svg', 'aria-label')).match(/(\d+) in all/)[1]);
+  await until(async () => (await chartedSessions()) > 0, 'the replayed sessions in the risk chart', 30000);
   await shotWideAndNarrow('overview-live');
 
   // Threats page: the brute force is there; acknowledge it and block its source from it.
@@ -151,6 +154,9 @@ async function live() {
   await acknowledged.getByRole('button', { name: `Block ${sourceIp}` }).click();
   await page.locator('.toast', { hasText: `Blocked ${sourceIp}` }).waitFor();
   await shotWideAndNarrow('threats');
+  // The confirmations go by themselves; the next pages are shot without them.
+  await page.locator('.toast').first().waitFor({ state: 'detached', timeout: 10000 });
+  await page.locator('.toast').last().waitFor({ state: 'detached', timeout: 10000 });
 
   // The threat's session, with its handshake and risk breakdown.
   await acknowledged.getByRole('link', { name: 'Session', exact: true }).click();
@@ -173,6 +179,9 @@ async function live() {
   // The agent's heartbeat sent with the replay, through the sink.
   await page.getByRole('link', { name: 'Fleet and model', exact: true }).click();
   await page.locator('#agents-table tbody tr', { hasText: 'browser-test' }).waitFor();
+  // The model the test announced, recorded by the sink.
+  const model = (await page.textContent('#model-version')).trim();
+  check(model.length > 1, `the current model has a version, not ${model}`);
   await shotWideAndNarrow('fleet');
 
   await page.getByRole('button', { name: 'Log out' }).click();

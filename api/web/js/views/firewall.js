@@ -35,10 +35,10 @@ export async function firewallView(ctx) {
       h('td', {}, text(rule.action)),
       h('td', {}, text(rule.origin)),
       h('td', { class: 'wrap' }, text(rule.reason)),
-      h('td', {}, time(rule.created_at)),
+      h('td', { class: 'hide-narrow' }, time(rule.created_at)),
       h('td', { class: 'countdown', dataset: { until: ruleUntil(rule) } }, timeLeft(rule)),
-      h('td', {}, text(rule.created_by)),
-      h('td', {}, rule.dry_run ? 'dry run' : 'enforced'),
+      h('td', { class: 'hide-narrow' }, text(rule.created_by)),
+      h('td', { class: 'hide-narrow' }, rule.dry_run ? 'dry run' : 'enforced'),
       actor ? h('td', {}, h('button', { type: 'button', class: 'btn secondary small', onclick: () => unblock(rule) }, `Unblock ${ruleTarget(rule)}`)) : null))
       : [h('tr', {}, h('td', { colspan: 9, class: 'muted' }, 'No decisions in force.'))]));
   }
@@ -82,7 +82,8 @@ export async function firewallView(ctx) {
     h('h2', {}, 'Decisions in force'),
     h('div', { class: 'table-wrap' }, h('table', { id: 'rules-table' },
       h('thead', {}, h('tr', {},
-        ['Address', 'Action', 'Origin', 'Reason', 'Created', 'Time left', 'By', 'Mode'].map((title) => h('th', { scope: 'col' }, title)),
+        [['Address'], ['Action'], ['Origin'], ['Reason'], ['Created', 'hide-narrow'], ['Time left'], ['By', 'hide-narrow'], ['Mode', 'hide-narrow']]
+          .map(([title, cls]) => h('th', { scope: 'col', class: cls }, title)),
         actor ? h('th', { scope: 'col' }, h('span', { class: 'muted' }, 'Unblock')) : null)),
       tbody)));
 }
