@@ -252,17 +252,15 @@ async fn pipeline_threats_reach_clients_and_slow_clients_are_dropped() {
                 None => break,
             }
         }
-        received
+        // Hand the connection back: dropping it here would close it before the count below.
+        (received, reader)
     });
     for chunk in (0..flood).step_by(100) {
         publish_decisions(&producer, 1000 + chunk..1000 + chunk + 100, &reason).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        reading.await.unwrap(),
-        flood,
-        "the reading client received every event"
-    );
+    let (received, reader) = reading.await.unwrap();
+    assert_eq!(received, flood, "the reading client received every event");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while dropped.get() == dropped_before && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -277,6 +275,7 @@ async fn pipeline_threats_reach_clients_and_slow_clients_are_dropped() {
         "the reader and the filtered client remain"
     );
     drop(slow);
+    drop(reader);
 
     stop.send(true).unwrap();
     enricher_task.await.unwrap();
