@@ -1465,11 +1465,11 @@ mod tests {
         assert_eq!(log.last().unwrap(), "s auth failed ");
     }
 
-    #[test]
-    fn gap_inside_pixel_data_keeps_framing() {
-        let mut st = RfbState::new();
-        let mut log = Log::default();
-        let mut init = vec![0, 16, 0, 16, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0];
+    /// An RFB 3.8 handshake with security type None up to ServerInit: a framebuffer of
+    /// `size` (big-endian width and height), 32 bpp true colour, an empty desktop name.
+    fn establish_none_38(st: &mut RfbState, log: &mut Log, size: [u8; 4], shared: u8) {
+        let mut init = size.to_vec();
+        init.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0]);
         init.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
         for (d, b) in [
             (S, &b"RFB 003.008\n"[..]),
@@ -1477,14 +1477,25 @@ mod tests {
             (S, &[1, 1]),
             (C, &[1]),
             (S, &[0, 0, 0, 0]),
-            (C, &[0]),
+            (C, &[shared]),
             (S, &init),
-            // FramebufferUpdate, one raw 16x16 rect (1024 bytes), first 100 bytes.
-            (S, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 16, 0, 16, 0, 0, 0, 0]),
-            (S, &[0; 100]),
         ] {
-            st.feed(d, b, &mut log);
+            st.feed(d, b, log);
         }
+    }
+
+    #[test]
+    fn gap_inside_pixel_data_keeps_framing() {
+        let mut st = RfbState::new();
+        let mut log = Log::default();
+        establish_none_38(&mut st, &mut log, [0, 16, 0, 16], 0);
+        // FramebufferUpdate, one raw 16x16 rect (1024 bytes), first 100 bytes.
+        st.feed(
+            S,
+            &[0, 0, 0, 1, 0, 0, 0, 0, 0, 16, 0, 16, 0, 0, 0, 0],
+            &mut log,
+        );
+        st.feed(S, &[0; 100], &mut log);
         st.gap(S, 900, &mut log);
         st.feed(S, &[0; 24], &mut log);
         st.feed(S, &[2], &mut log); // Bell
@@ -1514,19 +1525,7 @@ mod tests {
         ) {
             let mut st = RfbState::new();
             let mut log = Log::default();
-            let mut init = vec![4, 0, 3, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0];
-            init.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
-            for (d, b) in [
-                (S, &b"RFB 003.008\n"[..]),
-                (C, b"RFB 003.008\n"),
-                (S, &[1, 1]),
-                (C, &[1]),
-                (S, &[0, 0, 0, 0]),
-                (C, &[1]),
-                (S, &init),
-            ] {
-                st.feed(d, b, &mut log);
-            }
+            establish_none_38(&mut st, &mut log, [4, 0, 3, 0], 1);
             let (mut s_at, mut c_at) = (0, 0);
             for (i, cut) in cuts.iter().cycle().take(400).enumerate() {
                 if i % 2 == 0 && s_at < server.len() {
