@@ -207,18 +207,23 @@ fn bumped_format_version_is_refused() {
     }
 }
 
-#[test]
-fn truncated_model_file_is_an_error_at_every_length() {
+/// The model file of a small forest of `n_trees` fitted on 16-row subsamples.
+fn small_model_json(n_trees: usize) -> String {
     let rows = gaussian_cluster(64, 1);
     let params = ForestParams {
-        n_trees: 2,
+        n_trees,
         subsample_size: 16,
         ..ForestParams::default()
     };
-    let json = IsolationForest::fit(&rows, N_FEATURES, feature_names(), &params)
+    IsolationForest::fit(&rows, N_FEATURES, feature_names(), &params)
         .unwrap()
         .to_json()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn truncated_model_file_is_an_error_at_every_length() {
+    let json = small_model_json(2);
     for length in 0..json.len() {
         let truncated = &json[..length];
         assert!(
@@ -230,16 +235,7 @@ fn truncated_model_file_is_an_error_at_every_length() {
 
 #[test]
 fn malformed_trees_are_errors() {
-    let rows = gaussian_cluster(64, 1);
-    let params = ForestParams {
-        n_trees: 1,
-        subsample_size: 16,
-        ..ForestParams::default()
-    };
-    let json = IsolationForest::fit(&rows, N_FEATURES, feature_names(), &params)
-        .unwrap()
-        .to_json()
-        .unwrap();
+    let json = small_model_json(1);
     let file: serde_json::Value = serde_json::from_str(&json).unwrap();
     let root = file["trees"][0][0]["split"].clone();
     assert!(root.is_object(), "the root of a 16-row tree splits");
