@@ -81,6 +81,7 @@ def ms(label):
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 print(f"{sys.argv[2]:>10}: {rps:10.1f} req/s   latency avg {ms('Latency'):7.2f} ms   p50 {ms('50%'):7.2f} ms   p99 {ms('99%'):7.2f} ms   non-2xx {errors.group(1) if errors else 0}")
 open(sys.argv[1] + ".rps", "w").write(str(rps))
+open(sys.argv[1] + ".summary", "w").write(f"{rps:,.0f} req/s, p50 {ms('50%'):.2f} ms, p99 {ms('99%'):.2f} ms")
 PY
 }
 echo "wrk: 2 threads, $CONNECTIONS connections, ${DURATION} s each, same server"
@@ -89,3 +90,11 @@ run_wrk sessions "http://127.0.0.1:$API_PORT/api/sessions?limit=100" "Authorizat
 python3 -c "
 h = float(open('$WORK/health.txt.rps').read()); s = float(open('$WORK/sessions.txt.rps').read())
 print(f'ratio sessions/health: {s / h:.3f} (health is {h / s:.1f}x the sessions rate)')"
+python3 - "$WORK" "$DURATION" "$CONNECTIONS" <<'PY'
+import sys
+work, duration, connections = sys.argv[1:]
+rps = {name: float(open(f"{work}/{name}.txt.rps").read()) for name in ("sessions", "health")}
+summary = {name: open(f"{work}/{name}.txt.summary").read() for name in ("sessions", "health")}
+print(f"REPORT|api_vs_health|GET /api/sessions?limit=100 over 1,000,000 sessions, wrk {connections} connections {duration} s"
+      f"|{summary['sessions']}|GET /api/health {summary['health']}|{rps['sessions'] / rps['health']:.3f}x")
+PY

@@ -85,4 +85,6 @@ print(f"bus vs kcat on tansu, {n} records of {size} B, best of 3 rounds (kcat co
 print(f"{'path':<10}{'kcat rec/s':>14}{'vncguard rec/s':>16}{'ratio':>8}")
 for name, k, b in (("produce", kp, bp), ("consume", kc, bc)):
     print(f"{name:<10}{int(k):>14,}{int(b):>16,}{int(b)/int(k):>8.2f}")
+for name, k, b in (("produce", kp, bp), ("consume", kc, bc)):
+    print(f"REPORT|bus_vs_kcat|{name}, {int(n):,} records of {size} B on tansu, acks=all, idempotent, best of 3|{int(b):,} rec/s|kcat {int(k):,} rec/s|{int(b)/int(k):.2f}x")
 PY

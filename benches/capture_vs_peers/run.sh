@@ -122,3 +122,9 @@ awk -v p="$packets" -v b="$bytes" '
         for (i = 1; i <= NR; i++)
             printf "%-14s %10.2f %14.0f %10.3f %9.1fx\n", name[i], t[i], p / t[i], b * 8 / t[i] / 1e9, t[i] / agent
     }' "$results"
+awk -v p="$packets" -v mb="$(du -m "$big" | cut -f1)" -v runs="$runs" '
+    { name[NR] = $1; t[NR] = $2; if ($1 == "capture-agent") agent = $2 }
+    END {
+        for (i = 1; i <= NR; i++) if (name[i] != "capture-agent")
+            printf "REPORT|capture_vs_peers|packets/s on %d MB of lab VNC sessions, best of %d, one thread|%.0f packets/s|%s %.0f packets/s|%.1fx\n", mb, runs, p / agent, name[i], p / t[i], t[i] / agent
+    }' "$results"

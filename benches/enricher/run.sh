@@ -4,6 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
 scripts/install-geo-data.sh >/dev/null
 cargo build --release -q -p enricher-bench
-taskset -c 0 target/release/enricher-bench "${1:-200000}" .data/geo
+taskset -c 0 "$target_dir/release/enricher-bench" "${1:-200000}" .data/geo

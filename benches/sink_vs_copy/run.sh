@@ -37,3 +37,5 @@ printf 'rows:             %d (batch size %d)\n' "$rows" "$batch"
 printf 'sink upserts:     %.0f rows/s\n' "$sink_rate"
 printf 'psql \\copy:       %.0f rows/s\n' "$copy_rate"
 printf 'sink / copy:      %.1f%%\n' "$(echo "100 * $sink_rate / $copy_rate" | bc -l)"
+printf 'REPORT|sink_vs_copy|session rows/s into Postgres, %d rows, batches of %d (idempotent upserts)|%.0f rows/s|psql \\copy %.0f rows/s|%.2fx\n' \
+    "$rows" "$batch" "$sink_rate" "$copy_rate" "$(echo "$sink_rate / $copy_rate" | bc -l)"
