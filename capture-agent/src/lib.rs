@@ -11,6 +11,7 @@
 //! - [`session`]: accounting into [`schemas::SessionSummary`] and the events;
 //! - [`agent`]: the loop that ties them together, sweeps on capture time and evicts;
 //! - [`output`]: where events go ([`output::EventSink`]; JSON lines on stdout);
+//! - [`live`]: the live capture loop (libpcap, heartbeats, `/metrics` counters);
 //! - [`enforce`]: decisions applied to the host with nftables (`--enforce`);
 //! - [`publish`]: events and heartbeats onto the bus ([`publish::BusSink`] queues, a
 //!   [`publish::Publisher`] sends through any `bus::Producer`, batching and retrying).
@@ -24,6 +25,7 @@ pub mod capture;
 pub mod config;
 pub mod enforce;
 pub mod flow;
+pub mod live;
 pub mod output;
 pub mod publish;
 pub mod rfb;
@@ -57,17 +59,37 @@ pub fn analyze_file(
     config: &AgentConfig,
     sink: &mut dyn EventSink,
 ) -> Result<CaptureStats, RunError> {
-    let file = capture::file::CaptureFile::open(path)?;
-    analyze_capture(file, config, sink, None)
+    replay_file(path, config, sink, ReplayOptions::default())
 }
 
-/// [`analyze_file`] over any reader, stopping early (sessions ended with `shutdown`) when `stop`
-/// becomes true.
+/// [`analyze_file`], as `replay` says.
+pub fn replay_file(
+    path: &Path,
+    config: &AgentConfig,
+    sink: &mut dyn EventSink,
+    replay: ReplayOptions<'_>,
+) -> Result<CaptureStats, RunError> {
+    let file = capture::file::CaptureFile::open(path)?;
+    analyze_capture(file, config, sink, replay)
+}
+
+/// How [`analyze_capture`] replays a capture.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayOptions<'a> {
+    /// Once this becomes true, reading stops and open sessions end with `shutdown`.
+    pub stop: Option<&'a AtomicBool>,
+    /// Added to every packet's timestamp. Session ids hash the time of a session's first
+    /// packet, so a file replayed again with a new shift gives new sessions (the embedded
+    /// mode's `--replay-loop` replays its samples as if they happened now).
+    pub time_shift: session::Nanos,
+}
+
+/// [`analyze_file`] over any reader, as `replay` says.
 pub fn analyze_capture<R: Read>(
     mut file: capture::file::CaptureFile<R>,
     config: &AgentConfig,
     sink: &mut dyn EventSink,
-    stop: Option<&AtomicBool>,
+    replay: ReplayOptions<'_>,
 ) -> Result<CaptureStats, RunError> {
     let mut agent = Agent::new(config.clone());
     let mut end = EndReason::CaptureEnd;
@@ -75,7 +97,10 @@ pub fn analyze_capture<R: Read>(
     let mut count: u64 = 0;
     loop {
         match file.next_packet() {
-            Ok(Some(packet)) => agent.handle_packet(&packet),
+            Ok(Some(mut packet)) => {
+                packet.ts = packet.ts.saturating_add(replay.time_shift);
+                agent.handle_packet(&packet)
+            }
             Ok(None) => break,
             Err(e) => {
                 failure = Some(e);
@@ -86,7 +111,7 @@ pub fn analyze_capture<R: Read>(
             publish(&mut agent, sink)?;
         }
         count += 1;
-        if count.is_multiple_of(4096) && stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if count.is_multiple_of(4096) && replay.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
             end = EndReason::Shutdown;
             break;
         }

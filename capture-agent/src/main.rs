@@ -5,18 +5,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bus::kafka::KafkaBus;
 use bus::{Bus, BusArgs};
-use capture_agent::capture::live::{bpf_filter, LiveCapture};
 use capture_agent::config::parse_duration;
 use capture_agent::enforce::{self, Enforcer, HostCommands, SessionIndex, SessionTracking};
+use capture_agent::live::{self, LiveOptions};
 use capture_agent::publish::{BusSink, Overflow, PublishOptions, PublishReport};
-use capture_agent::{
-    publish, Agent, AgentConfig, CaptureStats, EndReason, EventSink, JsonLines, PortSet,
-};
+use capture_agent::{AgentConfig, EventSink, JsonLines, PortSet, ReplayOptions};
 use clap::{Parser, ValueEnum};
 use telemetry::LogArgs;
 
@@ -100,35 +98,10 @@ impl Args {
     }
 }
 
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_string())
-}
-
-fn wall_clock_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
-    let host = hostname();
+    let host = live::hostname();
     let config = AgentConfig {
         agent_id: args.agent_id.clone().unwrap_or_else(|| host.clone()),
         ports: args.vnc_ports.clone(),
@@ -157,14 +130,14 @@ fn main() -> anyhow::Result<()> {
         runtime.spawn(telemetry::serve_metrics(addr));
     }
 
-    let live = args.interface.is_some();
+    let capturing_live = args.interface.is_some();
     let (mut sink, publisher): (Box<dyn EventSink>, _) = match args.sink_kind() {
         SinkKind::Stdout => (
             Box::new(JsonLines::new(std::io::BufWriter::new(std::io::stdout()))),
             None,
         ),
         SinkKind::Kafka => {
-            let (sink, publisher) = start_publisher(&args, live, &runtime)?;
+            let (sink, publisher) = start_publisher(&args, capturing_live, &runtime)?;
             (Box::new(sink), Some(publisher))
         }
     };
@@ -174,7 +147,7 @@ fn main() -> anyhow::Result<()> {
         sink = Box::new(SessionTracking::new(sink, sessions.clone()));
         start_enforcement(&args, &config.agent_id, &runtime, sessions)
     } else {
-        if live {
+        if capturing_live {
             tracing::warn!("not enforcing (no --enforce): decisions are not applied on this host");
         }
         false
@@ -187,15 +160,15 @@ fn main() -> anyhow::Result<()> {
                 .interface
                 .as_deref()
                 .expect("clap requires --interface");
-            run_live(
-                interface,
-                &args,
-                config,
-                sink.as_mut(),
-                &stop,
-                &host,
+            let options = LiveOptions {
+                interface: interface.to_string(),
+                host: host.clone(),
+                heartbeat_interval: args.heartbeat_interval,
                 enforcing,
-            )
+            };
+            live::open(&options, &config)
+                .and_then(|capture| live::run(capture, &options, config, sink.as_mut(), &stop))
+                .map_err(anyhow::Error::from)
         }
     };
     // Closing the sink lets the publisher send what is queued and finish.
@@ -265,7 +238,7 @@ fn start_enforcement(
     };
     // A group per agent start: nothing is ever committed (every start reads the compacted topic
     // from its beginning), and a fresh group need not wait for a dead predecessor to time out.
-    let group = format!("vncguard-enforce-{agent_id}-{}", wall_clock_ns());
+    let group = format!("vncguard-enforce-{agent_id}-{}", live::wall_clock_ns());
     let consumer = KafkaBus::new(&args.bus)
         .map_err(anyhow::Error::from)
         .and_then(|bus| {
@@ -299,7 +272,15 @@ fn run_file(
 ) -> anyhow::Result<()> {
     let file = capture_agent::capture::file::CaptureFile::open(path)?;
     let started = Instant::now();
-    match capture_agent::analyze_capture(file, config, sink, Some(stop)) {
+    match capture_agent::analyze_capture(
+        file,
+        config,
+        sink,
+        ReplayOptions {
+            stop: Some(stop),
+            ..ReplayOptions::default()
+        },
+    ) {
         Ok(stats) => {
             tracing::info!(
                 packets = stats.packets,
@@ -318,134 +299,5 @@ fn run_file(
             tracing::error!(error = %e, "capture file stopped early; sessions read so far were emitted");
             Err(e).with_context(|| format!("reading {}", path.display()))
         }
-    }
-}
-
-/// The live capture counters on `/metrics`.
-struct LiveGauges {
-    packets: &'static telemetry::Gauge,
-    bytes: &'static telemetry::Gauge,
-    pcap_drops: &'static telemetry::Gauge,
-    flows_active: &'static telemetry::Gauge,
-    flows_evicted: &'static telemetry::Gauge,
-    sessions_active: &'static telemetry::Gauge,
-    sessions_total: &'static telemetry::Gauge,
-    parse_errors: &'static telemetry::Gauge,
-    buffered_bytes: &'static telemetry::Gauge,
-}
-
-impl LiveGauges {
-    fn register() -> LiveGauges {
-        let gauge = telemetry::gauge;
-        LiveGauges {
-            packets: gauge("vncguard_agent_packets", "Frames captured.", &[]),
-            bytes: gauge("vncguard_agent_bytes", "Bytes captured (wire length).", &[]),
-            pcap_drops: gauge(
-                "vncguard_agent_pcap_drops",
-                "Frames dropped by the kernel or the interface (libpcap).",
-                &[],
-            ),
-            flows_active: gauge("vncguard_agent_flows_active", "Connections tracked.", &[]),
-            flows_evicted: gauge(
-                "vncguard_agent_flows_evicted",
-                "Connections evicted past --max-flows.",
-                &[],
-            ),
-            sessions_active: gauge("vncguard_agent_sessions_active", "Open RFB sessions.", &[]),
-            sessions_total: gauge("vncguard_agent_sessions_total", "RFB sessions seen.", &[]),
-            parse_errors: gauge(
-                "vncguard_agent_parse_errors",
-                "RFB parse errors of ended sessions.",
-                &[],
-            ),
-            buffered_bytes: gauge(
-                "vncguard_agent_buffered_bytes",
-                "Out-of-order bytes held for reassembly.",
-                &[],
-            ),
-        }
-    }
-
-    fn update(&self, stats: &CaptureStats, pcap_drops: u64) {
-        let set = |gauge: &telemetry::Gauge, value: u64| {
-            gauge.set(i64::try_from(value).unwrap_or(i64::MAX))
-        };
-        set(self.packets, stats.packets);
-        set(self.bytes, stats.bytes);
-        set(self.pcap_drops, pcap_drops);
-        set(self.flows_active, stats.flows_active);
-        set(self.flows_evicted, stats.flows_evicted);
-        set(self.sessions_active, stats.sessions_active);
-        set(self.sessions_total, stats.sessions_total);
-        set(self.parse_errors, stats.parse_errors);
-        set(self.buffered_bytes, stats.buffered_bytes);
-    }
-}
-
-fn sink_result(result: Result<(), capture_agent::SinkError>) -> anyhow::Result<()> {
-    result.map_err(anyhow::Error::from_boxed)
-}
-
-fn run_live(
-    interface: &str,
-    args: &Args,
-    config: AgentConfig,
-    sink: &mut dyn EventSink,
-    stop: &AtomicBool,
-    host: &str,
-    enforcing: bool,
-) -> anyhow::Result<()> {
-    let filter = bpf_filter(&config.ports, config.any_port);
-    let mut capture = LiveCapture::open(interface, &filter)?;
-    tracing::info!(interface, filter = %filter, link = capture.link_type().0, "capturing");
-    let started_at = chrono::Utc::now();
-    let sources = vec![format!("live:{interface}")];
-    let gauges = LiveGauges::register();
-    let mut agent = Agent::new(config);
-    let mut next_heartbeat = Instant::now() + args.heartbeat_interval;
-    let mut next_gauges = Instant::now();
-    let mut failure = None;
-    while !stop.load(Ordering::Relaxed) {
-        match capture.next_packet() {
-            Ok(Some(packet)) => agent.handle_packet(&packet),
-            Ok(None) => {
-                agent.advance(wall_clock_ns());
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-        if agent.has_events() {
-            publish(&mut agent, sink)?;
-            sink_result(sink.flush())?;
-        }
-        let now = Instant::now();
-        if now >= next_gauges {
-            next_gauges = now + Duration::from_secs(1);
-            gauges.update(&agent.stats(), capture.stats().dropped);
-        }
-        if now >= next_heartbeat {
-            next_heartbeat += args.heartbeat_interval;
-            let drops = capture.stats().dropped;
-            let mut hb =
-                agent.heartbeat(host, started_at, chrono::Utc::now(), drops, sources.clone());
-            hb.enforcing = enforcing;
-            sink_result(sink.heartbeat(&hb))?;
-            sink_result(sink.flush())?;
-        }
-    }
-    agent.finish(EndReason::Shutdown);
-    publish(&mut agent, sink)?;
-    let drops = capture.stats().dropped;
-    gauges.update(&agent.stats(), drops);
-    let mut hb = agent.heartbeat(host, started_at, chrono::Utc::now(), drops, sources);
-    hb.enforcing = enforcing;
-    sink_result(sink.heartbeat(&hb))?;
-    sink_result(sink.flush())?;
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
     }
 }

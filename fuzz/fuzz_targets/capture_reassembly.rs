@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use capture_agent::capture::file::CaptureFile;
 use capture_agent::flow::TcpSegment;
-use capture_agent::{analyze_capture, Agent, AgentConfig, EndReason};
+use capture_agent::{analyze_capture, Agent, AgentConfig, EndReason, ReplayOptions};
 use libfuzzer_sys::fuzz_target;
 use schemas::SessionEvent;
 
@@ -85,5 +85,5 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut events: Vec<SessionEvent> = Vec::new();
-    let _ = analyze_capture(file, &config(), &mut events, None);
+    let _ = analyze_capture(file, &config(), &mut events, ReplayOptions::default());
 });

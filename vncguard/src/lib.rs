@@ -3,6 +3,7 @@
 //! stages are the same code the distributed binaries run on Kafka.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,9 @@ use anyhow::{Context, Result};
 use bus::memory::MemoryBus;
 use bus::{pipeline, Bus, PipelineOptions};
 use capture_agent::config::AgentConfig;
+use capture_agent::live::{self, LiveOptions};
 use capture_agent::publish::{self, Overflow, PublishOptions};
+use capture_agent::ReplayOptions;
 use deadpool_postgres::Pool;
 use enricher::{Enricher, EnricherConfig, EnricherStage, GeoDatabases, NoHistory, Reputation};
 use schemas::topics;
@@ -146,6 +149,12 @@ impl Embedded {
     /// Replays capture files through the capture agent onto the bus; returns how many session
     /// events were published.
     pub async fn replay(&self, files: &[PathBuf]) -> Result<u64> {
+        self.replay_shifted(files, 0).await
+    }
+
+    /// [`Self::replay`] with every packet's time moved by `time_shift` nanoseconds: a shift
+    /// not used before replays the same files as new sessions.
+    pub async fn replay_shifted(&self, files: &[PathBuf], time_shift: i64) -> Result<u64> {
         let options = PublishOptions {
             overflow: Overflow::Wait,
             ..PublishOptions::default()
@@ -159,7 +168,11 @@ impl Embedded {
         let agent = self.agent.clone();
         tokio::task::spawn_blocking(move || {
             for file in &files {
-                match capture_agent::analyze_file(file, &agent, &mut events) {
+                let replay = ReplayOptions {
+                    time_shift,
+                    ..ReplayOptions::default()
+                };
+                match capture_agent::replay_file(file, &agent, &mut events, replay) {
                     Ok(stats) => tracing::info!(file = %file.display(), ?stats, "replayed capture"),
                     Err(e) => tracing::warn!(file = %file.display(), error = %e, "capture replay stopped early"),
                 }
@@ -168,6 +181,47 @@ impl Embedded {
         .await?;
         let report = publisher.await?;
         Ok(report.published)
+    }
+
+    /// Captures live on `interface` until the embedded mode stops, publishing onto the
+    /// in-process bus like a capture agent would. Fails at once, saying why, when the
+    /// interface cannot be opened (libpcap needs CAP_NET_RAW).
+    pub fn capture_live(&mut self, interface: &str) -> Result<()> {
+        let options = LiveOptions {
+            interface: interface.to_string(),
+            host: live::hostname(),
+            heartbeat_interval: Duration::from_secs(30),
+            enforcing: false,
+        };
+        let capture = live::open(&options, &self.agent).with_context(|| {
+            format!("live capture on {interface} (needs root or CAP_NET_RAW on the binary)")
+        })?;
+        // Live, a full queue drops records (counted) rather than stalling the capture.
+        let (mut sink, publisher) = publish::spawn(
+            self.bus.producer()?,
+            PublishOptions::default(),
+            &tokio::runtime::Handle::current(),
+        );
+        let agent = self.agent.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let capturing = {
+            let stop = stop.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = live::run(capture, &options, agent, &mut sink, &stop) {
+                    tracing::error!(interface = %options.interface, error = %e, "live capture stopped");
+                }
+            })
+        };
+        let stopped = self.stop.subscribe();
+        self.stages.push(tokio::spawn(async move {
+            until_stopped(stopped).await;
+            stop.store(true, Ordering::Relaxed);
+            let _ = capturing.await;
+            if let Ok(report) = publisher.await {
+                tracing::info!(published = report.published, "live capture published");
+            }
+        }));
+        Ok(())
     }
 
     /// Serves the REST API, the WebSocket fan-out and the dashboard on `listener` from the

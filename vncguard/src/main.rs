@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use capture_agent::capture::file::CaptureFile;
+use capture_agent::config::parse_duration;
+use capture_agent::live;
+use capture_agent::PortSet;
 use clap::Parser;
 use vncguard::{capture_files, Embedded, EmbeddedConfig};
 
@@ -21,6 +25,17 @@ struct Args {
     /// Folder of sample captures replayed at start.
     #[arg(long, env = "VNCGUARD_SAMPLES", default_value = "samples/pcaps")]
     samples: PathBuf,
+    /// Replay the sample captures again this often (e.g. 5m), as new sessions happening now,
+    /// so the dashboard keeps moving. Off by default.
+    #[arg(long, env = "VNCGUARD_REPLAY_EVERY", value_parser = parse_duration)]
+    replay_every: Option<Duration>,
+    /// Also capture live on this interface (e.g. lo, eth0); needs root or CAP_NET_RAW. Without
+    /// the privilege the embedded mode says so and goes on with the samples.
+    #[arg(long, env = "AGENT_INTERFACE", value_name = "IF")]
+    interface: Option<String>,
+    /// TCP ports where VNC servers listen, for live capture: a list of ports and ranges.
+    #[arg(long, env = "VNC_PORTS", default_value = "5900-5905")]
+    vnc_ports: PortSet,
     /// City geo databases (see `enricher --help`).
     #[arg(long, env = "GEOIP_CITY_DB", default_value = ".data/geo")]
     geoip_city_db: String,
@@ -60,6 +75,7 @@ async fn main() -> Result<()> {
     tokio::spawn(telemetry::serve_metrics(args.metrics_addr));
     let agent = capture_agent::config::AgentConfig {
         agent_id: args.agent_id.clone(),
+        ports: args.vnc_ports.clone(),
         ..Default::default()
     };
     let mut embedded = Embedded::start(EmbeddedConfig {
@@ -92,6 +108,18 @@ async fn main() -> Result<()> {
     );
     settle(&embedded).await?;
     print_summary(&embedded, &args.database_url).await?;
+    if let Some(interface) = &args.interface {
+        match embedded.capture_live(interface) {
+            Ok(()) => println!(
+                "  capturing live on {interface} (VNC ports {})",
+                args.vnc_ports
+            ),
+            Err(e) => println!("  NOT capturing live: {e:#}"),
+        }
+    }
+    if let Some(every) = args.replay_every {
+        println!("  replaying the samples every {every:?} as new sessions");
+    }
     println!("\n  dashboard: http://{address}/");
     match admin_password {
         Some(password) => println!(
@@ -102,9 +130,45 @@ async fn main() -> Result<()> {
     }
     println!("  Ctrl-C stops it.");
 
-    bus::pipeline::shutdown_signal().await;
+    let shutdown = bus::pipeline::shutdown_signal();
+    match args.replay_every {
+        Some(every) => replay_until(&embedded, &files, every, shutdown).await?,
+        None => shutdown.await,
+    }
     embedded.stop().await;
     Ok(())
+}
+
+/// Replays `files` every `every`, shifted so their first packet is now, until `shutdown`.
+async fn replay_until(
+    embedded: &Embedded,
+    files: &[PathBuf],
+    every: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let mut first_packet = None;
+    for file in files {
+        let mut capture = CaptureFile::open(file)?;
+        if let Some(packet) = capture.next_packet()? {
+            first_packet = Some(first_packet.map_or(packet.ts, |t: i64| t.min(packet.ts)));
+        }
+    }
+    let Some(first_packet) = first_packet else {
+        shutdown.await;
+        return Ok(());
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(every) => {
+                let events = embedded
+                    .replay_shifted(files, live::wall_clock_ns() - first_packet)
+                    .await?;
+                tracing::info!(events, "sample captures replayed again");
+            }
+        }
+    }
 }
 
 /// The API key of this installation: `.data/jwt-secret`, made on first start.

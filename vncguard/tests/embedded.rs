@@ -1,6 +1,7 @@
 //! The whole pipeline in one process on the in-process bus, against a real Postgres: a replayed
 //! brute-force capture becomes stored sessions, risk scores and a brute-force threat naming its
-//! source, and replaying it again changes nothing.
+//! source, and replaying it again changes nothing; replayed shifted in time it is new sessions;
+//! live capture on an interface stores the sessions of a real VNC client.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -45,10 +46,8 @@ async fn settled(embedded: &Embedded) -> (i64, i64, i64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn brute_force_capture_becomes_sessions_scores_and_a_threat() {
-    let database = testkit::TestDatabase::create().await.unwrap();
-    let embedded = Embedded::start(EmbeddedConfig {
+async fn start(database: &testkit::TestDatabase) -> Embedded {
+    Embedded::start(EmbeddedConfig {
         database_url: database.url().to_string(),
         geoip_city_db: String::new(),
         geoip_asn_db: String::new(),
@@ -57,7 +56,13 @@ async fn brute_force_capture_becomes_sessions_scores_and_a_threat() {
         agent: capture_agent::config::AgentConfig::default(),
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brute_force_capture_becomes_sessions_scores_and_a_threat() {
+    let database = testkit::TestDatabase::create().await.unwrap();
+    let embedded = start(&database).await;
 
     let published = embedded
         .replay(&[sample("c_bruteforce_vncauth.pcap")])
@@ -99,4 +104,83 @@ async fn brute_force_capture_becomes_sessions_scores_and_a_threat() {
         .unwrap();
     assert_eq!(settled(&embedded).await, (sessions, scored, threats));
     embedded.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_replayed_with_a_time_shift_are_new_sessions() {
+    let database = testkit::TestDatabase::create().await.unwrap();
+    let embedded = start(&database).await;
+    let capture = [sample("c_bruteforce_vncauth.pcap")];
+    embedded.replay(&capture).await.unwrap();
+    let (first, _, _) = settled(&embedded).await;
+    // What `--replay-every` does: the same packets an hour later are other sessions.
+    let hour = 3_600_000_000_000;
+    embedded.replay_shifted(&capture, hour).await.unwrap();
+    let (sessions, scored, _) = settled(&embedded).await;
+    assert_eq!((sessions, scored), (2 * first, 2 * first));
+    let client = embedded.pool().get().await.unwrap();
+    let span: f64 = client
+        .query_one(
+            "SELECT extract(epoch FROM max(start_time) - min(start_time))::float8 FROM vnc_sessions",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(span >= 3600.0, "shifted sessions start an hour later: {span}");
+    embedded.stop().await;
+}
+
+/// `vncguard --interface`: a real VNC server and client in two network namespaces on a bridge,
+/// the embedded mode capturing on the bridge; a failed and a successful login become stored,
+/// scored sessions of that client. Needs root, Xvnc, vncpasswd and vncdo (see `testkit::netns`).
+#[test]
+fn live_capture_stores_the_sessions_of_a_real_client() {
+    use testkit::netns::{Lab, VncSession, VncTools};
+    let tools = match VncTools::find() {
+        Ok(tools) => tools,
+        Err(reason) => panic!("the live embedded test needs the VNC tools: {reason}"),
+    };
+    let mut lab = Lab::create(79, 2).expect("network namespaces (run as root)");
+    let (server_ip, client_ip) = (lab.ip(0), lab.ip(1));
+    let password_file = lab.vnc_password_file(&tools.vncpasswd, "secret12");
+    lab.start_vnc_server(0, &tools.xvnc, &password_file, 700 + std::process::id() % 200);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let database = rt.block_on(testkit::TestDatabase::create()).unwrap();
+    let mut embedded = rt.block_on(start(&database));
+    rt.block_on(async { embedded.capture_live(lab.bridge()) })
+        .expect("live capture on the lab bridge");
+
+    for password in ["wrong-password", "secret12"] {
+        let session = VncSession {
+            server: &server_ip,
+            password,
+            limit: Duration::from_secs(20),
+        };
+        let _ = lab.vnc_client(1, &tools.vncdo, session, &["pause", "0.3"]);
+    }
+
+    let results = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let client = embedded.pool().get().await.unwrap();
+            let rows = client
+                .query(
+                    "SELECT auth_result FROM vnc_sessions
+                     WHERE host(client_ip) = $1 AND host(server_ip) = $2 AND model_version IS NOT NULL
+                     ORDER BY start_time",
+                    &[&client_ip, &server_ip],
+                )
+                .await
+                .unwrap();
+            let results: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            if results.len() >= 2 || Instant::now() > deadline {
+                return results;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    assert_eq!(results, ["failed", "ok"]);
+    rt.block_on(embedded.stop());
 }

@@ -1,0 +1,182 @@
+//! The live capture loop: packets from libpcap into the agent, events and periodic heartbeats
+//! into a sink, capture counters onto `/metrics`, until asked to stop. The `capture-agent`
+//! binary and the embedded mode (`vncguard --interface`) both run it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::capture::live::{bpf_filter, LiveCapture};
+use crate::{publish, Agent, AgentConfig, CaptureStats, EndReason, EventSink, RunError};
+
+/// What the live loop needs besides the agent's configuration.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    pub interface: String,
+    /// Name of this host in heartbeats.
+    pub host: String,
+    pub heartbeat_interval: Duration,
+    /// Whether decisions are applied on this host; reported in heartbeats.
+    pub enforcing: bool,
+}
+
+/// Opens `options.interface` with the agent's BPF filter. Separate from [`run`] so a caller can
+/// tell a missing privilege apart before it commits to live capture.
+pub fn open(options: &LiveOptions, config: &AgentConfig) -> Result<LiveCapture, RunError> {
+    let filter = bpf_filter(&config.ports, config.any_port);
+    let capture = LiveCapture::open(&options.interface, &filter)?;
+    tracing::info!(interface = %options.interface, filter = %filter, link = capture.link_type().0, "capturing");
+    Ok(capture)
+}
+
+/// Captures until `stop` is set or the capture fails; open sessions then end with `shutdown` and
+/// a last heartbeat goes out. A capture error is returned after everything read was emitted.
+pub fn run(
+    mut capture: LiveCapture,
+    options: &LiveOptions,
+    config: AgentConfig,
+    sink: &mut dyn EventSink,
+    stop: &AtomicBool,
+) -> Result<(), RunError> {
+    let started_at = chrono::Utc::now();
+    let sources = vec![format!("live:{}", options.interface)];
+    let gauges = LiveGauges::register();
+    let mut agent = Agent::new(config);
+    let mut next_heartbeat = Instant::now() + options.heartbeat_interval;
+    let mut next_gauges = Instant::now();
+    let mut failure = None;
+    let heartbeat = |agent: &Agent, capture: &mut LiveCapture, sink: &mut dyn EventSink| {
+        let drops = capture.stats().dropped;
+        let mut beat = agent.heartbeat(
+            &options.host,
+            started_at,
+            chrono::Utc::now(),
+            drops,
+            sources.clone(),
+        );
+        beat.enforcing = options.enforcing;
+        sink.heartbeat(&beat).map_err(RunError::Sink)?;
+        sink.flush().map_err(RunError::Sink)
+    };
+    while !stop.load(Ordering::Relaxed) {
+        match capture.next_packet() {
+            Ok(Some(packet)) => agent.handle_packet(&packet),
+            Ok(None) => {
+                agent.advance(wall_clock_ns());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+        if agent.has_events() {
+            publish(&mut agent, sink)?;
+            sink.flush().map_err(RunError::Sink)?;
+        }
+        let now = Instant::now();
+        if now >= next_gauges {
+            next_gauges = now + Duration::from_secs(1);
+            gauges.update(&agent.stats(), capture.stats().dropped);
+        }
+        if now >= next_heartbeat {
+            next_heartbeat += options.heartbeat_interval;
+            heartbeat(&agent, &mut capture, sink)?;
+        }
+    }
+    agent.finish(EndReason::Shutdown);
+    publish(&mut agent, sink)?;
+    gauges.update(&agent.stats(), capture.stats().dropped);
+    heartbeat(&agent, &mut capture, sink)?;
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Nanoseconds since the Unix epoch: live, the agent's clock for idle timeouts.
+pub fn wall_clock_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// This host's name for heartbeats: `$HOSTNAME`, else the kernel's.
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+/// The live capture counters on `/metrics`.
+struct LiveGauges {
+    packets: &'static telemetry::Gauge,
+    bytes: &'static telemetry::Gauge,
+    pcap_drops: &'static telemetry::Gauge,
+    flows_active: &'static telemetry::Gauge,
+    flows_evicted: &'static telemetry::Gauge,
+    sessions_active: &'static telemetry::Gauge,
+    sessions_total: &'static telemetry::Gauge,
+    parse_errors: &'static telemetry::Gauge,
+    buffered_bytes: &'static telemetry::Gauge,
+}
+
+impl LiveGauges {
+    fn register() -> LiveGauges {
+        let gauge = telemetry::gauge;
+        LiveGauges {
+            packets: gauge("vncguard_agent_packets", "Frames captured.", &[]),
+            bytes: gauge("vncguard_agent_bytes", "Bytes captured (wire length).", &[]),
+            pcap_drops: gauge(
+                "vncguard_agent_pcap_drops",
+                "Frames dropped by the kernel or the interface (libpcap).",
+                &[],
+            ),
+            flows_active: gauge("vncguard_agent_flows_active", "Connections tracked.", &[]),
+            flows_evicted: gauge(
+                "vncguard_agent_flows_evicted",
+                "Connections evicted past --max-flows.",
+                &[],
+            ),
+            sessions_active: gauge("vncguard_agent_sessions_active", "Open RFB sessions.", &[]),
+            sessions_total: gauge("vncguard_agent_sessions_total", "RFB sessions seen.", &[]),
+            parse_errors: gauge(
+                "vncguard_agent_parse_errors",
+                "RFB parse errors of ended sessions.",
+                &[],
+            ),
+            buffered_bytes: gauge(
+                "vncguard_agent_buffered_bytes",
+                "Out-of-order bytes held for reassembly.",
+                &[],
+            ),
+        }
+    }
+
+    fn update(&self, stats: &CaptureStats, pcap_drops: u64) {
+        let set = |gauge: &telemetry::Gauge, value: u64| {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX))
+        };
+        set(self.packets, stats.packets);
+        set(self.bytes, stats.bytes);
+        set(self.pcap_drops, pcap_drops);
+        set(self.flows_active, stats.flows_active);
+        set(self.flows_evicted, stats.flows_evicted);
+        set(self.sessions_active, stats.sessions_active);
+        set(self.sessions_total, stats.sessions_total);
+        set(self.parse_errors, stats.parse_errors);
+        set(self.buffered_bytes, stats.buffered_bytes);
+    }
+}
