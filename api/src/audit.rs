@@ -23,7 +23,7 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     }
     let method = request.method().to_string();
     let path = request.uri().path().to_string();
-    let client_ip = client_addr(&request);
+    let client_ip = client_addr(&request, &state.config.trusted_proxies);
     let caller = crate::auth::bearer_token(request.headers())
         .and_then(|token| state.auth.verify(token).ok())
         .map(|claims| claims.sub);

@@ -23,7 +23,7 @@ pub mod routes;
 pub mod ws;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,6 +61,9 @@ pub struct ApiConfig {
     pub ws_queue: usize,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client; from anyone else the header
+    /// is ignored, so a client cannot pick the address it is rate-limited and audited as.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ApiConfig {
@@ -83,6 +86,7 @@ impl ApiConfig {
             agent_heartbeat_interval: Duration::from_secs(30),
             ws_queue: 1024,
             body_limit: 64 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -232,13 +236,49 @@ fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLa
     SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
 }
 
-/// The client address of a request (the TCP peer).
-pub fn client_addr(request: &axum::extract::Request) -> std::net::IpAddr {
-    request
+/// The client address of a request: the TCP peer, or, when the peer is one of
+/// `trusted_proxies`, the address its `X-Forwarded-For` gives (see [`forwarded_client`]).
+pub fn client_addr(request: &axum::extract::Request, trusted_proxies: &[ipnet::IpNet]) -> IpAddr {
+    let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip())
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let forwarded = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok());
+    forwarded_client(peer, forwarded, trusted_proxies)
+}
+
+/// The client behind a chain of proxies. Each proxy appends the address it received the request
+/// from, so the list is read from the right: past the peer and every trusted proxy, the first
+/// address is the client. Left of that, anything may be forged. A peer that is not trusted is the
+/// client whatever the header says; an unreadable entry stops the walk at the last trusted hop.
+pub fn forwarded_client<'a>(
+    peer: IpAddr,
+    forwarded_for: impl Iterator<Item = &'a str>,
+    trusted_proxies: &[ipnet::IpNet],
+) -> IpAddr {
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = forwarded_for.flat_map(|value| value.split(',')).collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 async fn rate_limit_layer(
@@ -255,7 +295,7 @@ async fn rate_limit_layer(
     } else {
         &state.api_limiter
     };
-    match limiter.check(client_addr(&request)) {
+    match limiter.check(client_addr(&request, &state.config.trusted_proxies)) {
         Ok(()) => next.run(request).await,
         Err(retry_after) => error::ApiError::too_many(retry_after).into_response(),
     }

@@ -80,6 +80,10 @@ struct ServeArgs {
     /// Limit per client address on the rest of /api and /ws: MAX/SECONDS or off.
     #[arg(long, env = "API_RATE_LIMIT", default_value = "3000/60")]
     api_rate_limit: RateSpec,
+    /// Reverse proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For
+    /// names the client for rate limits and the audit log; the header is ignored from others.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<TrustedProxy>,
     /// Capture agents' heartbeat interval in seconds (three missed make an agent stale).
     #[arg(long, env = "AGENT_HEARTBEAT_INTERVAL_SECS", default_value_t = 30)]
     agent_heartbeat_interval_secs: u64,
@@ -183,6 +187,7 @@ async fn serve(args: ServeArgs, pool: deadpool_postgres::Pool) -> anyhow::Result
     config.agent_heartbeat_interval =
         Duration::from_secs(args.agent_heartbeat_interval_secs.max(1));
     config.ws_queue = args.ws_client_queue;
+    config.trusted_proxies = args.trusted_proxies.into_iter().map(|p| p.0).collect();
     let bus = bus::kafka::KafkaBus::new(&args.bus).context("bus")?;
     let state = AppState::new(config, pool, &bus).context("bus producer")?;
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
@@ -197,4 +202,20 @@ async fn serve(args: ServeArgs, pool: deadpool_postgres::Pool) -> anyhow::Result
     })
     .await
     .context("serving")
+}
+
+/// A proxy of `TRUSTED_PROXIES`: a network, or one address.
+#[derive(Debug, Clone)]
+struct TrustedProxy(ipnet::IpNet);
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(TrustedProxy)
+            .map_err(|_| format!("{text:?} is neither an address nor a CIDR network"))
+    }
 }

@@ -1,5 +1,6 @@
 //! Acceptance: expired, tampered, wrong-algorithm and revoked tokens are refused; refresh tokens
-//! rotate and are single use; logout revokes at once; the auth rate limit answers 429.
+//! rotate and are single use; logout revokes at once; the auth rate limit answers 429, per client
+//! address, which a trusted proxy's X-Forwarded-For gives and nobody else's does.
 
 mod support;
 
@@ -221,5 +222,78 @@ async fn the_auth_rate_limit_answers_429() {
             .await
             .0,
         200
+    );
+}
+
+/// A login attempt from `forwarded` as a proxy would pass it on; its status.
+async fn login_forwarded_for(api: &support::TestApi, forwarded: &str, password: &str) -> u16 {
+    api.http
+        .post(api.url("/api/auth/login"))
+        .header("x-forwarded-for", forwarded)
+        .json(&json!({"username": "viewer", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit_and_audit_address() {
+    let mut config = support::config();
+    config.auth_rate = "5/900".parse().unwrap();
+    config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    // Three logins at start-up use three of the proxy's own five.
+    let api = support::start(MemoryBus::new(100), config).await;
+    // The client's address is the rightmost one the proxy did not add itself: the forged
+    // left-hand entry changes nothing.
+    for _ in 0..5 {
+        assert_eq!(
+            login_forwarded_for(&api, "203.0.113.9, 198.51.100.20", "wrong password!").await,
+            401
+        );
+    }
+    assert_eq!(
+        login_forwarded_for(&api, "192.0.2.1, 198.51.100.20", support::PASSWORD).await,
+        429,
+        "198.51.100.20 used its five attempts"
+    );
+    assert_eq!(
+        login_forwarded_for(&api, "198.51.100.21", support::PASSWORD).await,
+        200,
+        "another client behind the same proxy has its own limit"
+    );
+    let client = api.pool.get().await.unwrap();
+    let audited: Vec<String> = client
+        .query(
+            "SELECT DISTINCT host(client_ip) FROM api_audit_log WHERE path = '/api/auth/login'
+             AND client_ip <> '127.0.0.1' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(audited, ["198.51.100.20", "198.51.100.21"]);
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_x_forwarded_for_is_ignored() {
+    let mut config = support::config();
+    config.auth_rate = "5/900".parse().unwrap();
+    let api = support::start(MemoryBus::new(100), config).await;
+    // Start-up used three of the five; a new forged address per attempt does not reset it.
+    assert_eq!(
+        login_forwarded_for(&api, "198.51.100.30", "wrong password!").await,
+        401
+    );
+    assert_eq!(
+        login_forwarded_for(&api, "198.51.100.31", "wrong password!").await,
+        401
+    );
+    assert_eq!(
+        login_forwarded_for(&api, "198.51.100.32", support::PASSWORD).await,
+        429
     );
 }
