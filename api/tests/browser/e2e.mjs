@@ -162,6 +162,13 @@ async function live() {
   await acknowledged.getByRole('link', { name: 'Session', exact: true }).click();
   await page.getByRole('heading', { name: 'Handshake' }).waitFor();
   check((await page.textContent('main')).includes('failed'), 'the session page shows the failed authentication');
+  // The breakdown adds up to the score shown: the shares of the five components make the risk.
+  const shownRisk = Number((await page.textContent('.card .value')).match(/[\d.]+/)[0]);
+  const shares = (await page.locator('.component .share').allTextContents()).map(Number);
+  const breakdownTotal = Number(await page.textContent('#risk-total'));
+  check(shares.length === 5, `five component shares, not ${shares.length}`);
+  check(Math.abs(shares.reduce((a, b) => a + b, 0) - breakdownTotal) < 0.3, `the shares ${shares} add up to ${breakdownTotal}`);
+  check(Math.abs(breakdownTotal - shownRisk) < 1, `the breakdown's total ${breakdownTotal} is the risk shown, ${shownRisk}`);
   await shotWideAndNarrow('session');
 
   await page.getByRole('link', { name: 'Sessions', exact: true }).click();

@@ -123,22 +123,35 @@ const present = (value, format) => (value === undefined ? undefined : format(val
 const COMPONENTS = ['anomaly', 'threat', 'behavioral', 'geographic', 'temporal'];
 const SEED_WEIGHTS = [0.3, 0.25, 0.2, 0.15, 0.1];
 
+/**
+ * The seed's composite, shown the way the scorer computes it: each component is 0-100, and the
+ * risk is the weighted mean, sum(weight × component) / sum(weights). Each row shows its share of
+ * the risk, so the shares add up to the score an analyst sees in the table.
+ */
 function riskBreakdown(session) {
   const components = session.risk_components || {};
   const weights = Array.isArray(components.weights) && components.weights.length === 5 ? components.weights : SEED_WEIGHTS;
+  const weightSum = weights.reduce((sum, weight) => sum + Number(weight), 0) || 1;
   const reasons = Array.isArray(session.risk_reasons) ? session.risk_reasons : [];
-  return COMPONENTS.map((name, index) => {
-    const value = Math.max(0, Math.min(1, Number(components[name]) || 0));
+  let total = 0;
+  const rows = COMPONENTS.map((name, index) => {
+    const value = Math.max(0, Math.min(100, Number(components[name]) || 0));
+    const share = (weights[index] * value) / weightSum;
+    total += share;
     const fill = h('span', {});
-    fill.style.width = `${value * 100}%`;
+    fill.style.width = `${value}%`;
     const own = reasons.filter((reason) => reason.component === name);
     return h('div', {},
-      h('div', { class: 'component' },
+      h('div', { class: 'component', 'data-component': name },
         h('span', {}, `${name} ×${weights[index]}`),
-        h('span', { class: 'track', role: 'meter', 'aria-label': `${name} component`, 'aria-valuemin': 0, 'aria-valuemax': 1, 'aria-valuenow': value.toFixed(2) }, fill),
-        h('span', { class: 'num' }, value.toFixed(2))),
-      own.length ? h('ul', { class: 'reasons' }, own.map((reason) => h('li', {}, `${reason.reason} (${reason.rule}, ${Number(reason.score).toFixed(2)})`))) : null);
+        h('span', { class: 'track', role: 'meter', 'aria-label': `${name} component`, 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': value.toFixed(1) }, fill),
+        h('span', { class: 'num' }, value.toFixed(1)),
+        h('span', { class: 'num share', title: 'share of the risk score' }, `+${share.toFixed(1)}`)),
+      own.length ? h('ul', { class: 'reasons' }, own.map((reason) => h('li', {}, `${reason.reason} (${reason.rule}, ${Number(reason.score).toFixed(1)})`))) : null);
   });
+  rows.push(h('p', { class: 'component-total' }, `Risk = Σ weight × component / ${num(weightSum, 2)} = `,
+    h('strong', { id: 'risk-total' }, total.toFixed(1))));
+  return rows;
 }
 
 function securityTypes(list) {
