@@ -8,7 +8,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`).
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -38,13 +38,17 @@ pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
 }
 
 /// The workspace binary `name`, beside the other binaries of the cargo target directory the
-/// running test belongs to (the test itself is in its `deps/`). Panics when it was not built.
+/// running program belongs to: a test sits in its `deps/`, a program such as a bench beside
+/// them. Panics when it was not built.
 pub fn workspace_binary(name: &str) -> PathBuf {
-    let test = std::env::current_exe().expect("the test's own path");
-    let profile_dir = test
+    let program = std::env::current_exe().expect("the program's own path");
+    let dir = program
         .parent()
-        .and_then(Path::parent)
-        .expect("the test sits in <target>/<profile>/deps");
+        .expect("the program sits in <target>/<profile> or its deps/");
+    let profile_dir = match dir.parent() {
+        Some(parent) if dir.ends_with("deps") => parent,
+        _ => dir,
+    };
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
