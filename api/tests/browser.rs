@@ -28,12 +28,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
-const BRUTE_FORCE: &str = "/work/shared/pcaps/lab/c_bruteforce_vncauth.pcap";
-/// Ordinary sessions the anomaly model of the live scenario learns from.
+const BRUTE_FORCE: &str = "c_bruteforce_vncauth.pcap";
+/// Ordinary sessions the anomaly model of the live scenario learns from (lab captures).
 const NORMAL: [&str; 3] = [
-    "/work/shared/pcaps/lab/a_normal_vncauth.pcap",
-    "/work/shared/pcaps/lab/a2_normal_tigervnc_viewer.pcap",
-    "/work/shared/pcaps/lab/g3_rfb37_x11vnc.pcap",
+    "a_normal_vncauth.pcap",
+    "a2_normal_tigervnc_viewer.pcap",
+    "g3_rfb37_x11vnc.pcap",
 ];
 const PASSWORD: &str = "correct horse battery staple";
 const USERS: [(&str, &str); 3] = [("admin", "ada"), ("analyst", "alan"), ("viewer", "vera")];
@@ -190,8 +190,12 @@ impl Stack {
     /// the heartbeat that agent would send with what it counted (for the fleet page).
     async fn replay_brute_force(&self) -> usize {
         let mut events: Vec<SessionEvent> = Vec::new();
-        capture_agent::analyze_file(Path::new(BRUTE_FORCE), &AgentConfig::default(), &mut events)
-            .expect("analysing the brute-force capture");
+        capture_agent::analyze_file(
+            &testkit::lab_capture(BRUTE_FORCE),
+            &AgentConfig::default(),
+            &mut events,
+        )
+        .expect("analysing the brute-force capture");
         let mut outputs: Vec<Output> = events
             .iter()
             .map(|event| {
@@ -231,8 +235,12 @@ impl Stack {
         let mut sessions = Vec::new();
         for capture in NORMAL {
             let mut events: Vec<SessionEvent> = Vec::new();
-            capture_agent::analyze_file(Path::new(capture), &AgentConfig::default(), &mut events)
-                .expect(capture);
+            capture_agent::analyze_file(
+                &testkit::lab_capture(capture),
+                &AgentConfig::default(),
+                &mut events,
+            )
+            .expect(capture);
             sessions.extend(
                 events
                     .into_iter()

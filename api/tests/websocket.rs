@@ -188,7 +188,7 @@ async fn pipeline_threats_reach_clients_and_slow_clients_are_dropped() {
 
     let mut events: Vec<SessionEvent> = Vec::new();
     capture_agent::analyze_file(
-        std::path::Path::new("/work/shared/pcaps/lab/c_bruteforce_vncauth.pcap"),
+        &testkit::lab_capture("c_bruteforce_vncauth.pcap"),
         &capture_agent::config::AgentConfig::default(),
         &mut events,
     )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compares vncguard's Isolation Forest with scikit-learn's: AUC on the same data sets and
 # scoring speed on one core, on scikit-learn's bundled data sets and the session features of
-# the shared captures (/work/shared/pcaps, labelled as session-features documents). Extra
+# the shared captures ($VNCGUARD_PCAPS, default ../shared/pcaps; labelled as session-features documents). Extra
 # arguments go to compare.py (--seeds N, --timing-rows N).
 set -euo pipefail
 
@@ -19,7 +19,7 @@ fi
 cargo build --release --quiet -p forest-bench
 mkdir -p "$target_dir/forest-bench"
 sessions_csv="$target_dir/forest-bench/vnc_sessions.labelled.csv"
-"$target_dir/release/session-features" --captures /work/shared/pcaps --output "$sessions_csv"
+"$target_dir/release/session-features" --captures "${VNCGUARD_PCAPS:-$root/../shared/pcaps}" --output "$sessions_csv"
 
 # One thread for every library that might start more, and one core for the whole comparison.
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1

@@ -37,6 +37,19 @@ pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// The shared real captures (truth table in their `MANIFEST.md`): `$VNCGUARD_PCAPS`, else
+/// `shared/pcaps` beside the workspace.
+pub fn shared_pcaps() -> PathBuf {
+    std::env::var_os("VNCGUARD_PCAPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps"))
+}
+
+/// The lab recording `file` (name with extension) of [`shared_pcaps`].
+pub fn lab_capture(file: &str) -> PathBuf {
+    shared_pcaps().join("lab").join(file)
+}
+
 /// The workspace binary `name`, beside the other binaries of the cargo target directory the
 /// running program belongs to: a test sits in its `deps/`, a program such as a bench beside
 /// them. Panics when it was not built.

@@ -2,11 +2,10 @@
 //! decode, geo and ASN lookups, windows, features, encode), against the peer baseline of merely
 //! decoding and re-encoding the same records.
 //!
-//! Events come from the lab captures (`capture_agent::analyze_file`), replayed with many
+//! Events come from the lab captures (`testkit::lab_capture`, `capture_agent::analyze_file`), replayed with many
 //! public client addresses and shifted in time so the windows see a realistic mix of sources.
 //! Usage: `enricher-bench [EVENTS] [GEO_DIR]` (defaults 200000 and `.data/geo`).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,12 +37,11 @@ fn client_address(n: usize) -> String {
 }
 
 fn events(wanted: usize) -> anyhow::Result<Vec<Record>> {
-    let dir = Path::new("/work/shared/pcaps/lab");
     let mut templates: Vec<SessionEvent> = Vec::new();
     for name in CAPTURES {
         let mut sink: Vec<SessionEvent> = Vec::new();
         capture_agent::analyze_file(
-            &dir.join(name),
+            &testkit::lab_capture(name),
             &capture_agent::AgentConfig::default(),
             &mut sink,
         )

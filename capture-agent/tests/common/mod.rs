@@ -11,13 +11,7 @@ use capture_agent::flow::TcpSegment;
 use capture_agent::{analyze_file, Agent, AgentConfig, EndReason, JsonLines, RunError};
 use schemas::{SessionEvent, SessionEventKind, SessionSummary};
 
-/// `$VNCGUARD_PCAPS`, else `../../shared/pcaps` from this crate.
-pub fn pcaps_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("VNCGUARD_PCAPS") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/pcaps")
-}
+pub use testkit::shared_pcaps as pcaps_dir;
 
 /// Every capture in `public/` and `lab/`, sorted.
 pub fn all_captures() -> Vec<PathBuf> {

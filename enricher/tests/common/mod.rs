@@ -1,14 +1,7 @@
 //! Shared by the integration tests: session events from the lab captures.
 
-use std::path::{Path, PathBuf};
-
 use schemas::SessionEvent;
-
-pub const LAB: &str = "/work/shared/pcaps/lab";
-
-pub fn lab_capture(name: &str) -> PathBuf {
-    Path::new(LAB).join(name)
-}
+pub use testkit::lab_capture;
 
 /// The session events the capture agent makes of a lab capture.
 pub fn capture_events(name: &str) -> Vec<SessionEvent> {

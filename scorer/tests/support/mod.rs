@@ -20,7 +20,7 @@ pub const ATTACKS: &[&str] = &[
 ];
 
 pub fn lab_capture(name: &str) -> PathBuf {
-    PathBuf::from(format!("/work/shared/pcaps/lab/{name}.pcap"))
+    testkit::lab_capture(&format!("{name}.pcap"))
 }
 
 /// Session events of a lab capture, in time order.
