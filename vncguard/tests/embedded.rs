@@ -127,7 +127,10 @@ async fn samples_replayed_with_a_time_shift_are_new_sessions() {
         .await
         .unwrap()
         .get(0);
-    assert!(span >= 3600.0, "shifted sessions start an hour later: {span}");
+    assert!(
+        span >= 3600.0,
+        "shifted sessions start an hour later: {span}"
+    );
     embedded.stop().await;
 }
 
@@ -144,7 +147,12 @@ fn live_capture_stores_the_sessions_of_a_real_client() {
     let mut lab = Lab::create(79, 2).expect("network namespaces (run as root)");
     let (server_ip, client_ip) = (lab.ip(0), lab.ip(1));
     let password_file = lab.vnc_password_file(&tools.vncpasswd, "secret12");
-    lab.start_vnc_server(0, &tools.xvnc, &password_file, 700 + std::process::id() % 200);
+    lab.start_vnc_server(
+        0,
+        &tools.xvnc,
+        &password_file,
+        700 + std::process::id() % 200,
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let database = rt.block_on(testkit::TestDatabase::create()).unwrap();
