@@ -15,11 +15,19 @@
 //! scoring time a NaN goes left at every split that tests it, as a value equal to the
 //! threshold does, so a row with missing values still gets a deterministic score.
 //!
-//! Scoring is the hot path, so trees are flat arrays of 16-byte nodes whose two children sit
-//! next to each other, leaves loop onto themselves, and a block of rows walks each tree in
-//! lockstep for as many steps as the tree is deep: no branch depends on the data, the rows
-//! of a block hide each other's memory latency, and [`IsolationForest::score_batch`]
-//! allocates once per call, not per row.
+//! Scoring is the hot path. A forest of trees at most [`MAX_LEVELS`] deep over at most 256
+//! features (the default depth limit of a 256-row subsample is 8) is also kept as complete
+//! binary trees stored level by level: a leaf above the last level is replaced by splits that
+//! send every value left, so every row takes the same number of steps and its path length is
+//! read at the bottom level. Batches of rows are copied into rows padded to a fixed stride and
+//! walk each tree a level at a time: one pass over the rows compares each row with the split
+//! at its position and records whether it goes right, a second pass (vectorised by the
+//! compiler) doubles the positions and adds those bits. No branch depends on the data, the
+//! rows of a pass are independent of each other so the core overlaps their loads, and byte
+//! positions index 256-entry windows of a level and byte features index padded rows, so
+//! neither needs a bounds check (the workspace forbids `unsafe`). Other forests, and batches
+//! too small to pay for the copy, walk the linked nodes of the model file, a block of rows in
+//! lockstep. [`IsolationForest::score_batch`] allocates once per call, not per row.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -33,13 +41,33 @@ const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
 /// (see `Tree`) they must still fit.
 const MAX_TREE_NODES: usize = 1 << 31;
 
-/// Rows that [`IsolationForest::score_batch`] takes through every tree before moving on:
-/// enough that a tree, once in L1 cache, serves many rows.
+/// Rows that lockstep scoring takes through every tree before moving on: enough that a
+/// tree, once in L1 cache, serves many rows.
 const CHUNK_ROWS: usize = 128;
 
 /// Rows that walk a tree side by side: enough independent lookups to keep the core busy
 /// while each one waits on memory, few enough to stay in registers.
 const LOCKSTEP_ROWS: usize = 16;
+
+/// Levels of splits a tree may have to be scored level by level (see `LevelTree`): the
+/// positions in a level below it, and the feature indices, then fit in a byte.
+const MAX_LEVELS: usize = 8;
+
+/// Entries a byte indexes: the width of the windows that byte positions and features index.
+const BYTE_RANGE: usize = 256;
+
+/// Values per padded row in level-by-level scoring: room for any byte feature index, plus one
+/// cache line so that consecutive rows do not all fall in the same few cache sets.
+const PADDED_ROW_LEN: usize = BYTE_RANGE + 8;
+
+/// Rows that level-by-level scoring takes through every tree before moving on: their padded
+/// copies, touched only in their first features, stay in L1 cache with a tree (256 rows
+/// measured slower), and a pass over them is long enough to pay for starting it.
+const LEVEL_CHUNK_ROWS: usize = 128;
+
+/// Fewest rows that [`IsolationForest::score_batch`] scores level by level; fewer rows do not
+/// pay for the per-level passes and the copy, and walk the linked nodes instead.
+const MIN_LEVEL_ROWS: usize = 8;
 
 /// How a forest is grown. The defaults are those of Liu et al. and of scikit-learn.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,13 +146,17 @@ pub struct IsolationForest {
     params: ForestParams,
     training_rows: usize,
     trees: Vec<Tree>,
+    /// The same trees laid out level by level, when every tree and the feature count allow it
+    /// (see `LevelTree`).
+    level_trees: Option<Vec<LevelTree>>,
     /// `-1 / (n_trees * c(subsample))`: a row's score is `exp2(its path length sum * this)`.
     path_length_sum_to_exponent: f64,
 }
 
-/// One isolation tree in scoring layout. The children of a split are `left` and `left + 1`;
-/// a leaf has `left` pointing at itself and an infinite threshold, so a walk that reaches it
-/// stays there for the remaining steps.
+/// One isolation tree as linked nodes: the layout of the model file, and the one walked in
+/// lockstep scoring. The children of a split are `left` and `left + 1`; a leaf has `left`
+/// pointing at itself and an infinite threshold, so a walk that reaches it stays there for
+/// the remaining steps.
 ///
 /// `nodes` and `leaf_path_length` are padded with unreachable leaves to a power-of-two
 /// length: a position masked with `len - 1` is then provably in bounds, so the walk pays an
@@ -233,6 +265,100 @@ impl Tree {
     }
 }
 
+/// An isolation tree of at most [`MAX_LEVELS`] levels of splits, stored as a complete
+/// binary tree level by level: the splits of level `l` at `2^l - 1 ..`, the children of
+/// position `p` at positions `2p` and `2p + 1` of the next level. A leaf above the bottom is
+/// replaced by splits with an infinite threshold, which send every value, NaN included,
+/// left, so a row that reaches it carries on along leftmost children to the bottom, where
+/// its path length is stored. Both split arrays are padded so that every level has a
+/// [`BYTE_RANGE`]-entry window.
+#[derive(Clone, Debug)]
+struct LevelTree {
+    thresholds: Vec<f64>,
+    /// Fits in a byte: level-by-level scoring requires at most [`BYTE_RANGE`] features.
+    features: Vec<u8>,
+    /// Path length of the leaf each bottom position belongs to, [`BYTE_RANGE`] entries.
+    path_lengths: Vec<f64>,
+    /// Levels of splits: the steps from the root to the bottom.
+    levels: usize,
+}
+
+impl LevelTree {
+    fn new(tree: &Tree) -> Self {
+        let levels = tree.depth;
+        let split_slots = (1 << levels) - 1 + BYTE_RANGE;
+        let mut thresholds = vec![f64::INFINITY; split_slots];
+        let mut features = vec![0; split_slots];
+        let mut path_lengths = vec![0.0; BYTE_RANGE];
+        // (node index, its level, its position in the level)
+        let mut pending = vec![(0, 0, 0)];
+        while let Some((index, level, position)) = pending.pop() {
+            if tree.leaf_rows[index] > 0 {
+                path_lengths[position << (levels - level)] = tree.leaf_path_length[index];
+                continue;
+            }
+            let node = tree.nodes[index];
+            let slot = (1 << level) - 1 + position;
+            thresholds[slot] = node.threshold;
+            features[slot] = node.feature as u8;
+            let left = node.left as usize;
+            pending.push((left, level + 1, 2 * position));
+            pending.push((left + 1, level + 1, 2 * position + 1));
+        }
+        Self {
+            thresholds,
+            features,
+            path_lengths,
+            levels,
+        }
+    }
+
+    /// Adds the path length of each of `rows` to its entry in `sums`. `positions` and
+    /// `goes_right` are scratch space, one entry per row.
+    fn add_path_lengths(
+        &self,
+        rows: &[[f64; PADDED_ROW_LEN]],
+        positions: &mut [u8],
+        goes_right: &mut [u8],
+        sums: &mut [f64],
+    ) {
+        // Every row starts at the root: its split needs no lookup per row.
+        if self.levels == 0 {
+            positions.fill(0);
+        } else {
+            let (root_feature, root_threshold) =
+                (usize::from(self.features[0]), self.thresholds[0]);
+            for (position, row) in positions.iter_mut().zip(rows) {
+                *position = u8::from(row[root_feature] > root_threshold);
+            }
+        }
+        for level in 1..self.levels {
+            let start = (1 << level) - 1;
+            let window = start..start + BYTE_RANGE;
+            let thresholds: &[f64; BYTE_RANGE] =
+                self.thresholds[window.clone()].try_into().expect("padded");
+            let features: &[u8; BYTE_RANGE] = self.features[window].try_into().expect("padded");
+            // The comparisons and the position updates are separate passes: the first has no
+            // dependency from one row to the next, the second is vectorised.
+            for ((right, &position), row) in goes_right.iter_mut().zip(&*positions).zip(rows) {
+                let position = usize::from(position);
+                // NaN compares false, so a missing value goes left, as does a value equal
+                // to the threshold.
+                *right = u8::from(row[usize::from(features[position])] > thresholds[position]);
+            }
+            for (position, &right) in positions.iter_mut().zip(&*goes_right) {
+                *position = (*position << 1) | right;
+            }
+        }
+        let path_lengths: &[f64; BYTE_RANGE] = self.path_lengths[..]
+            .try_into()
+            .expect("one per bottom position");
+        for (sum, &position) in sums.iter_mut().zip(&*positions) {
+            *sum += path_lengths[usize::from(position)];
+        }
+    }
+}
+
 impl IsolationForest {
     /// Grows a forest on `rows`, a row-major matrix of `n_features` columns named by
     /// `feature_names`. Every value must be finite.
@@ -334,11 +460,15 @@ impl IsolationForest {
         } else {
             0.0
         };
+        let level_trees = (feature_names.len() <= BYTE_RANGE
+            && trees.iter().all(|tree| tree.depth <= MAX_LEVELS))
+        .then(|| trees.iter().map(LevelTree::new).collect());
         Self {
             feature_names,
             params,
             training_rows,
             trees,
+            level_trees,
             path_length_sum_to_exponent,
         }
     }
@@ -374,6 +504,46 @@ impl IsolationForest {
         );
         out.clear();
         out.reserve(rows.len() / n_features);
+        match &self.level_trees {
+            Some(level_trees) if rows.len() / n_features >= MIN_LEVEL_ROWS => {
+                self.score_level_by_level(level_trees, rows, out)
+            }
+            _ => self.score_in_lockstep(rows, out),
+        }
+    }
+
+    fn score_level_by_level(&self, level_trees: &[LevelTree], rows: &[f64], out: &mut Vec<f64>) {
+        let n_features = self.n_features();
+        let mut padded_rows =
+            vec![[0.0; PADDED_ROW_LEN]; (rows.len() / n_features).min(LEVEL_CHUNK_ROWS)];
+        let mut positions = [0; LEVEL_CHUNK_ROWS];
+        let mut goes_right = [0; LEVEL_CHUNK_ROWS];
+        let mut path_length_sums = [0.0; LEVEL_CHUNK_ROWS];
+        for chunk in rows.chunks(LEVEL_CHUNK_ROWS * n_features) {
+            let chunk_rows = chunk.len() / n_features;
+            for (padded, row) in padded_rows.iter_mut().zip(chunk.chunks_exact(n_features)) {
+                padded[..n_features].copy_from_slice(row);
+            }
+            let path_length_sums = &mut path_length_sums[..chunk_rows];
+            path_length_sums.fill(0.0);
+            for tree in level_trees {
+                tree.add_path_lengths(
+                    &padded_rows[..chunk_rows],
+                    &mut positions[..chunk_rows],
+                    &mut goes_right[..chunk_rows],
+                    path_length_sums,
+                );
+            }
+            out.extend(
+                path_length_sums
+                    .iter()
+                    .map(|&sum| self.score_from_path_length_sum(sum)),
+            );
+        }
+    }
+
+    fn score_in_lockstep(&self, rows: &[f64], out: &mut Vec<f64>) {
+        let n_features = self.n_features();
         // Each chunk is copied into a buffer of power-of-two length, so that value indices
         // can be masked into bounds like node positions (see `Tree`).
         let chunk_len = CHUNK_ROWS * n_features;

@@ -151,6 +151,80 @@ fn batch_scores_equal_row_by_row_scores() {
 }
 
 #[test]
+fn batch_scores_of_missing_and_infinite_values_equal_row_by_row_scores() {
+    let (rows, forest) = fit_cluster(0);
+    // Enough rows for a batch to be scored level by level, where a single row walks the
+    // linked nodes: the two walks must agree on NaN, infinities and signed zeros.
+    let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0];
+    let batch: Vec<f64> = rows[..300 * N_FEATURES]
+        .iter()
+        .enumerate()
+        .map(|(index, &value)| match index % 7 {
+            0..=4 => specials[index % 7],
+            _ => value,
+        })
+        .collect();
+    let row_by_row: Vec<f64> = batch
+        .chunks_exact(N_FEATURES)
+        .map(|row| forest.score(row))
+        .collect();
+    assert_eq!(scores(&forest, &batch), row_by_row);
+}
+
+#[test]
+fn forests_deeper_than_eight_levels_score_batches_like_rows() {
+    let rows = gaussian_cluster(4000, 5);
+    let params = ForestParams {
+        n_trees: 20,
+        subsample_size: 2048,
+        ..ForestParams::default()
+    };
+    let forest = IsolationForest::fit(&rows, N_FEATURES, feature_names(), &params).unwrap();
+    let batch = &rows[..500 * N_FEATURES];
+    let row_by_row: Vec<f64> = batch
+        .chunks_exact(N_FEATURES)
+        .map(|row| forest.score(row))
+        .collect();
+    assert_eq!(scores(&forest, batch), row_by_row);
+}
+
+#[test]
+fn batch_scores_follow_leaves_of_different_depths() {
+    // The root splits feature 0 at 0: left splits feature 2 at 10 into leaves of 2 and 1
+    // rows at depth 2, right is a leaf of 5 rows at depth 1 (where a walk that does not stay
+    // left below it would go wrong, feature 0 being above 0 there).
+    let json = format!(
+        r#"{{"format_version":{MODEL_FORMAT_VERSION},
+            "feature_names":["bytes_in","bytes_out","auth_failures"],
+            "params":{{"n_trees":1,"subsample_size":8,"seed":0,"max_depth":null}},
+            "training_rows":8,
+            "trees":[[{{"split":{{"feature":0,"threshold":0.0,"left":1}}}},
+                      {{"split":{{"feature":2,"threshold":10.0,"left":3}}}},
+                      {{"leaf":{{"rows":5}}}},
+                      {{"leaf":{{"rows":2}}}},
+                      {{"leaf":{{"rows":1}}}}]]}}"#
+    );
+    let forest = IsolationForest::from_json(&json).unwrap();
+    let c8 = average_path_length(8);
+    let score = |path_length: f64| 2f64.powf(-path_length / c8);
+    let expected = [
+        score(1.0 + average_path_length(5)),
+        score(2.0 + average_path_length(2)),
+        score(2.0),
+    ];
+    // Each kind of row many times over, so the batch is scored level by level.
+    let kinds = [[1.0, 0.0, 50.0], [-1.0, 0.0, 5.0], [-1.0, 0.0, 50.0]];
+    let batch: Vec<f64> = (0..60).flat_map(|index| kinds[index % 3]).collect();
+    for (index, score) in scores(&forest, &batch).into_iter().enumerate() {
+        assert!(
+            (score - expected[index % 3]).abs() < 1e-12,
+            "row {index}: {score}, expected {}",
+            expected[index % 3]
+        );
+    }
+}
+
+#[test]
 fn nan_goes_left_deterministically() {
     let (_, forest) = fit_cluster(0);
     let with_nan = [f64::NAN, 0.0, 0.0];
