@@ -369,6 +369,9 @@ async fn serve_client(
             }
         }
     };
+    // The client is served no more: counted out before the close frame, which may wait.
+    state.hub.clients.fetch_sub(1, Ordering::Relaxed);
+    connected.add(-1);
     if outcome == "slow" {
         tracing::info!(user = %claims.sub, "dropping a websocket client that fell behind");
         telemetry::counter(
@@ -386,8 +389,6 @@ async fn serve_client(
         )
         .await;
     }
-    state.hub.clients.fetch_sub(1, Ordering::Relaxed);
-    connected.add(-1);
 }
 
 async fn first_message_auth(state: &AppState, socket: &mut WebSocket) -> Option<Claims> {

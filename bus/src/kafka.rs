@@ -47,6 +47,18 @@ impl KafkaBus {
         &self.brokers
     }
 
+    /// This bus with librdkafka `properties` added after the pass-through ones, so they win:
+    /// one client tuned differently from the rest (a producer's batching, say).
+    pub fn with_properties(&self, properties: &[(&str, &str)]) -> KafkaBus {
+        let mut bus = self.clone();
+        bus.properties.extend(
+            properties
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string())),
+        );
+        bus
+    }
+
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);

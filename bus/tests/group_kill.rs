@@ -130,15 +130,10 @@ async fn group_delivers_everything_when_a_member_is_killed() {
     // (a killed member had committed 4,420; its successor was served from 5,030). Apache Kafka
     // and Redpanda serve the batch that holds the offset. One record a batch makes every
     // committed offset a batch boundary, so what this test measures is the bus alone.
-    let single_record_batches = std::env::temp_dir().join(format!(
-        "vncguard-group-kill-{}.properties",
-        std::process::id()
-    ));
-    std::fs::write(&single_record_batches, "batch.num.messages=1\n").unwrap();
-    let mut input_args = args.clone();
-    input_args.kafka_config_file = Some(single_record_batches.clone());
-    let producer = KafkaBus::new(&input_args).unwrap().producer().unwrap();
-    std::fs::remove_file(&single_record_batches).unwrap();
+    let producer = bus
+        .with_properties(&[("batch.num.messages", "1")])
+        .producer()
+        .unwrap();
     let mut input_position: HashMap<u64, (i32, i64)> = HashMap::new();
     for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(10_000) {
         let outputs = chunk

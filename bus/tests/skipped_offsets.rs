@@ -51,15 +51,10 @@ async fn offsets_the_broker_skips_on_resume_are_counted() {
     let bus = KafkaBus::new(&args).unwrap();
     bus.ensure_topics(&[TOPIC]).await.unwrap();
 
-    let one_batch = std::env::temp_dir().join(format!(
-        "vncguard-skipped-{}.properties",
-        std::process::id()
-    ));
-    std::fs::write(&one_batch, "linger.ms=500\n").unwrap();
-    let mut producer_args = args.clone();
-    producer_args.kafka_config_file = Some(one_batch.clone());
-    let producer = KafkaBus::new(&producer_args).unwrap().producer().unwrap();
-    std::fs::remove_file(&one_batch).unwrap();
+    let producer = bus
+        .with_properties(&[("linger.ms", "500")])
+        .producer()
+        .unwrap();
     produce_batch(&producer, 0).await;
 
     // The first member processes 30 records of the batch, commits, and leaves.
