@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod live;
 pub mod netns;
 
 /// A free TCP port on the loopback interface.

@@ -23,18 +23,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bus::kafka::KafkaBus;
 use bus::{Bus, BusArgs, Consumer};
-use futures::StreamExt;
 use schemas::topics::DECISIONS;
 use schemas::{Decision, DecisionAction};
 use serde_json::Value;
+use testkit::live::LiveFeed;
 use testkit::netns::{Lab, VncSession, VncTools};
 use testkit::{wait_for, workspace_binary, Broker};
-use tokio_tungstenite::tungstenite::Message;
 
 const VNC_PASSWORD: &str = "secret12";
 const ADMIN_USER: &str = "e2e-admin";
@@ -94,59 +92,6 @@ fn vnc_client(lab: &Lab, i: usize, vncdo: &Path, server: &str, password: &str) -
     };
     lab.vnc_client(i, vncdo, session, &["type", "hi", "pause", "0.2"])
         .is_ok()
-}
-
-/// The events a WebSocket client received, in order.
-struct LiveFeed {
-    incoming: mpsc::Receiver<Value>,
-    events: Vec<Value>,
-}
-
-impl LiveFeed {
-    fn connect(rt: &tokio::runtime::Runtime, api: &str, token: &str) -> LiveFeed {
-        let url = format!("ws://{api}/ws?token={token}");
-        let (mut socket, _) = rt
-            .block_on(tokio_tungstenite::connect_async(url))
-            .expect("WebSocket connects");
-        let (sender, incoming) = mpsc::channel();
-        rt.spawn(async move {
-            while let Some(Ok(message)) = socket.next().await {
-                if let Message::Text(text) = message {
-                    if let Ok(event) = serde_json::from_str::<Value>(&text) {
-                        if sender.send(event).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        LiveFeed {
-            incoming,
-            events: Vec::new(),
-        }
-    }
-
-    /// The first event so far, or arriving within `limit`, that `wanted` accepts.
-    fn find(&mut self, limit: Duration, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(event) = self.events.iter().find(|e| wanted(e)) {
-                return Some(event.clone());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.incoming.recv_timeout(left) {
-                Ok(event) => self.events.push(event),
-                Err(_) => return None,
-            }
-        }
-    }
-
-    fn types(&self) -> Vec<&str> {
-        self.events
-            .iter()
-            .filter_map(|e| e["type"].as_str())
-            .collect()
-    }
 }
 
 fn session_started_by(client_ip: &str) -> impl Fn(&Value) -> bool + '_ {
@@ -389,23 +334,20 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
     }
 
     // The admin logs in and opens the live feed.
-    let http = reqwest::Client::new();
-    let login_url = format!("http://{api_addr}/api/auth/login");
-    let login = serde_json::json!({"username": ADMIN_USER, "password": ADMIN_PASSWORD});
     let mut token = None;
     wait_for(
         "the api logging in its admin",
         Duration::from_secs(60),
         || {
-            token = rt.block_on(async {
-                let response = http.post(&login_url).json(&login).send().await.ok()?;
-                let body: Value = response.error_for_status().ok()?.json().await.ok()?;
-                body["access_token"].as_str().map(str::to_string)
-            });
+            token = rt
+                .block_on(testkit::live::login(&api_addr, ADMIN_USER, ADMIN_PASSWORD))
+                .ok();
             token.is_some()
         },
     );
-    let mut feed = LiveFeed::connect(&rt, &api_addr, &token.expect("token"));
+    let mut feed = rt
+        .block_on(LiveFeed::connect(&api_addr, &token.expect("token"), None))
+        .expect("WebSocket connects");
 
     // Normal sessions; the feed only starts at the end of the topics once it has its
     // partitions, so client A logs in until its session shows up there.
@@ -459,7 +401,9 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
         *sessions.entry(&attacker).or_default() += 1;
         if guess + 1 >= BRUTE_FORCE_MAX_RETRY {
             // Long enough that a further guess never meets the firewall (it would be no session).
-            threat = feed.find(Duration::from_secs(20), brute_force);
+            threat = feed
+                .find(Duration::from_secs(20), brute_force)
+                .map(|(_, event)| event);
             if threat.is_some() {
                 break;
             }
@@ -484,7 +428,7 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
             .is_some(),
         "server B's sessions reached the feed too"
     );
-    let firewall_action = feed
+    let (_, firewall_action) = feed
         .find(Duration::from_secs(30), |e| {
             e["type"] == "firewall_action"
                 && e["payload"]["value"] == attacker.as_str()

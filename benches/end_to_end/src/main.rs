@@ -5,7 +5,6 @@
 //! then `REPORT|end_to_end|...` lines for the bench report.
 
 mod captures;
-mod live;
 mod measure;
 mod pipelines;
 

@@ -13,8 +13,8 @@ use serde_json::Value;
 use tokio::runtime::Runtime;
 
 use crate::captures::{hand_over, now_ns, Capture, Sources};
-use crate::live::LiveFeed;
 use crate::pipelines::Pipeline;
+use testkit::live::LiveFeed;
 
 /// How long the first brute force may take to reach the WebSocket: consumer groups join, the
 /// API's tail consumer gets its partitions.
@@ -70,7 +70,7 @@ fn trial(
     pipeline: &mut Pipeline,
     agent: &mut Agent,
     brute_force: &mut BruteForce,
-    feed: &LiveFeed,
+    feed: &mut LiveFeed,
     source: IpAddr,
     limit: Duration,
 ) -> Result<Option<Duration>> {
@@ -87,8 +87,8 @@ fn trial(
         hand_over(agent, frame, now_ns(), &mut pipeline.events)?;
         if index == brute_force.completing {
             latency = feed
-                .arrival(limit, names_source)
-                .map(|arrived| arrived.saturating_duration_since(handed));
+                .find(limit, names_source)
+                .map(|(arrived, _)| arrived.saturating_duration_since(handed));
         }
     }
     std::thread::sleep(BETWEEN_TRIALS);
@@ -112,7 +112,11 @@ pub fn alert_latency(
         brute_force.capture.clients().len()
     );
     let token = pipeline.login(rt)?;
-    let feed = rt.block_on(LiveFeed::connect(&pipeline.api, &token, "threat_detected"))?;
+    let mut feed = rt.block_on(LiveFeed::connect(
+        &pipeline.api,
+        &token,
+        Some("threat_detected"),
+    ))?;
     // One long-running agent, as on a VNC host: its flows end by capture time.
     let mut agent = Agent::new(config.clone());
 
@@ -126,7 +130,7 @@ pub fn alert_latency(
             pipeline,
             &mut agent,
             brute_force,
-            &feed,
+            &mut feed,
             source,
             WARM_UP_ATTEMPT,
         )?
@@ -153,7 +157,7 @@ pub fn alert_latency(
             pipeline,
             &mut agent,
             brute_force,
-            &feed,
+            &mut feed,
             source,
             TRIAL_LIMIT,
         )?

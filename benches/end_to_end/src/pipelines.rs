@@ -226,7 +226,7 @@ impl Pipeline {
         let started = Instant::now();
         loop {
             self.check()?;
-            match rt.block_on(crate::live::login(&self.api, ADMIN, &self.admin_password)) {
+            match rt.block_on(testkit::live::login(&self.api, ADMIN, &self.admin_password)) {
                 Ok(token) => return Ok(token),
                 Err(e) if started.elapsed() > API_START_LIMIT => {
                     return Err(e.context(format!(

@@ -1,5 +1,5 @@
-//! The API's client side: a login, and a WebSocket client of `/ws` that notes when each event
-//! arrived.
+//! The API's client side, as tests and benches use it: a login, and a WebSocket client of `/ws`
+//! that keeps every event with the moment it was read off the socket.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -31,17 +31,23 @@ pub async fn login(api: &str, username: &str, password: &str) -> Result<String> 
         .context("the login answer has no access_token")
 }
 
-/// A WebSocket client of the API's live events; each event is kept with the moment its message
-/// was read off the socket.
+/// A WebSocket client of the API's live events. Call [`LiveFeed::connect`] inside a Tokio
+/// runtime: the socket is read on a task of it until the feed is dropped.
 pub struct LiveFeed {
     incoming: mpsc::Receiver<(Instant, Value)>,
+    /// Every event read so far, with when it arrived.
+    events: Vec<(Instant, Value)>,
     reader: JoinHandle<()>,
 }
 
 impl LiveFeed {
-    /// Connects to `/ws` of `api` with `token`, receiving the event `types` (comma-separated).
-    pub async fn connect(api: &str, token: &str, types: &str) -> Result<LiveFeed> {
-        let url = format!("ws://{api}/ws?token={token}&types={types}");
+    /// Connects to `/ws` of `api` with `token`, receiving the event `types` (comma-separated)
+    /// or, without them, every type.
+    pub async fn connect(api: &str, token: &str, types: Option<&str>) -> Result<LiveFeed> {
+        let mut url = format!("ws://{api}/ws?token={token}");
+        if let Some(types) = types {
+            url.push_str(&format!("&types={types}"));
+        }
         let (mut socket, _) = tokio::time::timeout(
             Duration::from_secs(10),
             tokio_tungstenite::connect_async(url),
@@ -62,20 +68,38 @@ impl LiveFeed {
                 }
             }
         });
-        Ok(LiveFeed { incoming, reader })
+        Ok(LiveFeed {
+            incoming,
+            events: Vec::new(),
+            reader,
+        })
     }
 
-    /// When the first event that `wanted` accepts arrived, waiting up to `limit`; the events
-    /// before it are passed over. None when the socket closed or nothing came in time.
-    pub fn arrival(&self, limit: Duration, wanted: impl Fn(&Value) -> bool) -> Option<Instant> {
+    /// The first event so far, or arriving within `limit`, that `wanted` accepts, with when it
+    /// arrived. None when the socket closed or nothing came in time.
+    pub fn find(
+        &mut self,
+        limit: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Option<(Instant, Value)> {
         let deadline = Instant::now() + limit;
+        let mut searched = 0;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (arrived, event) = self.incoming.recv_timeout(left).ok()?;
-            if wanted(&event) {
-                return Some(arrived);
+            if let Some(found) = self.events[searched..].iter().find(|(_, e)| wanted(e)) {
+                return Some(found.clone());
             }
+            searched = self.events.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.events.push(self.incoming.recv_timeout(left).ok()?);
         }
+    }
+
+    /// The `type` of every event read so far, in order.
+    pub fn types(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| e["type"].as_str())
+            .collect()
     }
 }
 
