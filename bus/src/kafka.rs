@@ -320,21 +320,29 @@ impl KafkaConsumer {
         let mut first_of_new: HashMap<(String, i32), i64> = HashMap::new();
         {
             let mut next_offsets = self.next_offsets.lock().unwrap_or_else(|e| e.into_inner());
-            for record in batch {
-                if self.compacted.contains(&record.topic) {
+            // A batch holds runs of one partition's records: the map is touched once a run.
+            let runs = batch.chunk_by(|a, b| a.topic == b.topic && a.partition == b.partition);
+            for run in runs {
+                let (first, last) = (&run[0], &run[run.len() - 1]);
+                if self.compacted.contains(&first.topic) {
                     continue;
                 }
-                let key = (record.topic.clone(), record.partition);
+                let key = (first.topic.clone(), first.partition);
                 match next_offsets.get(&key) {
-                    Some(&next) if record.offset > next => {
-                        self.report_skipped(&key, next, record.offset)
+                    Some(&next) if first.offset > next => {
+                        self.report_skipped(&key, next, first.offset)
                     }
                     Some(_) => {}
                     None => {
-                        first_of_new.entry(key.clone()).or_insert(record.offset);
+                        first_of_new.entry(key.clone()).or_insert(first.offset);
                     }
                 }
-                next_offsets.insert(key, record.offset + 1);
+                for pair in run.windows(2) {
+                    if pair[1].offset > pair[0].offset + 1 {
+                        self.report_skipped(&key, pair[0].offset + 1, pair[1].offset);
+                    }
+                }
+                next_offsets.insert(key, last.offset + 1);
             }
         }
         if first_of_new.is_empty() {
