@@ -172,15 +172,13 @@ fn model() -> ModelAnnouncement {
 /// Every record field of `schema` is a key of `value` and the other way round, recursively.
 fn assert_same_fields(schema: &Value, value: &Value, path: &str) {
     match schema {
-        Value::Array(branches) => {
-            // A union: the non-null branch describes a present value.
-            if !value.is_null() {
-                let branch = branches
-                    .iter()
-                    .find(|b| b.as_str() != Some("null"))
-                    .unwrap();
-                assert_same_fields(branch, value, path);
-            }
+        // A union: the non-null branch describes a present value.
+        Value::Array(branches) if !value.is_null() => {
+            let branch = branches
+                .iter()
+                .find(|b| b.as_str() != Some("null"))
+                .unwrap();
+            assert_same_fields(branch, value, path);
         }
         Value::Object(map) => match map.get("type").and_then(Value::as_str) {
             Some("record") => {

@@ -1,5 +1,6 @@
 use scorer::forest::{
-    average_path_length, ForestError, ForestParams, IsolationForest, MODEL_FORMAT_VERSION,
+    average_path_length, ForestError, ForestParams, IsolationForest, ScoringKernel,
+    MODEL_FORMAT_VERSION,
 };
 
 const N_FEATURES: usize = 3;
@@ -169,6 +170,100 @@ fn batch_scores_of_missing_and_infinite_values_equal_row_by_row_scores() {
         .map(|row| forest.score(row))
         .collect();
     assert_eq!(scores(&forest, &batch), row_by_row);
+}
+
+/// The thresholds of the splits on each feature, read from the model file.
+fn thresholds_by_feature(forest: &IsolationForest) -> Vec<Vec<f64>> {
+    let model: serde_json::Value = serde_json::from_str(&forest.to_json().unwrap()).unwrap();
+    let mut thresholds = vec![Vec::new(); forest.n_features()];
+    for node in model["trees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|tree| tree.as_array().unwrap())
+    {
+        if let Some(split) = node.get("split") {
+            let feature = split["feature"].as_u64().unwrap() as usize;
+            thresholds[feature].push(split["threshold"].as_f64().unwrap());
+        }
+    }
+    thresholds
+}
+
+#[test]
+fn every_scoring_kernel_gives_the_row_by_row_scores_bit_for_bit() {
+    // (features, subsample, trees): level-by-level trees of 2, 4, 7 and 8 levels, over 1 to
+    // 256 features, so that every level's lookup and every chunk size is taken.
+    let forests = [
+        (1, 256, 10),
+        (3, 4, 20),
+        (13, 16, 30),
+        (30, 256, 100),
+        (64, 128, 40),
+        (256, 256, 12),
+    ];
+    for (n_features, subsample_size, n_trees) in forests {
+        let mut gaussian = Gaussian::new(n_features as u64);
+        let training: Vec<f64> = (0..600 * n_features).map(|_| gaussian.sample()).collect();
+        let names = (0..n_features)
+            .map(|feature| format!("feature_{feature}"))
+            .collect();
+        let params = ForestParams {
+            n_trees,
+            subsample_size,
+            seed: 3,
+            max_depth: None,
+        };
+        let forest = IsolationForest::fit(&training, n_features, names, &params).unwrap();
+        let thresholds = thresholds_by_feature(&forest);
+        // Batch sizes around the 8-row vectors and the chunks of up to 128 rows.
+        for batch_rows in [8, 9, 63, 129, 1000] {
+            // Missing, infinite and signed-zero values, and values equal to a split's
+            // threshold (which go left), among ordinary ones.
+            let batch: Vec<f64> = (0..batch_rows * n_features)
+                .map(|index| {
+                    let feature_thresholds = &thresholds[index % n_features];
+                    match index % 11 {
+                        0 => f64::NAN,
+                        1 => f64::INFINITY,
+                        2 => f64::NEG_INFINITY,
+                        3 => -0.0,
+                        4 | 5 if !feature_thresholds.is_empty() => {
+                            feature_thresholds[index % feature_thresholds.len()]
+                        }
+                        _ => gaussian.sample(),
+                    }
+                })
+                .collect();
+            let row_by_row: Vec<u64> = batch
+                .chunks_exact(n_features)
+                .map(|row| forest.score(row).to_bits())
+                .collect();
+            for kernel in [ScoringKernel::Portable, ScoringKernel::Avx512] {
+                let mut out = Vec::new();
+                match forest.score_batch_with(kernel, &batch, &mut out) {
+                    Ok(()) => {
+                        let batch_bits: Vec<u64> =
+                            out.iter().map(|score| score.to_bits()).collect();
+                        assert_eq!(
+                            batch_bits, row_by_row,
+                            "{kernel:?}, {n_features} features, subsample {subsample_size}, {batch_rows} rows"
+                        );
+                    }
+                    Err(ForestError::KernelUnavailable(refused)) => {
+                        assert_eq!(refused, kernel);
+                        assert!(
+                            !kernel.is_available(),
+                            "{kernel:?} is available but was refused"
+                        );
+                    }
+                    Err(other) => panic!("{kernel:?}: {other}"),
+                }
+            }
+        }
+    }
+    assert!(ScoringKernel::Portable.is_available());
+    assert!(ScoringKernel::fastest().is_available());
 }
 
 #[test]

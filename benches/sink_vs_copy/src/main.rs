@@ -61,7 +61,7 @@ fn ended_session(n: u32) -> SinkRecord {
     s.pointer_events = i64::from(n % 2000);
     s.client_cut_text_count = i64::from(n % 3);
     s.client_cut_text_bytes = i64::from(n % 3) * 40;
-    s.clipboard_sha256 = (n % 3 > 0).then(|| format!("{:064x}", n));
+    s.clipboard_sha256 = (!n.is_multiple_of(3)).then(|| format!("{:064x}", n));
     s.framebuffer_updates = 1_500;
     s.framebuffer_update_requests = 1_500;
     s.encodings = vec![7, 16, 5, 1, 0, -223, -224, -239];
