@@ -52,7 +52,10 @@ pub fn feature_row(features: &BTreeMap<String, f64>, names: &[String], row: &mut
 pub struct ModelStore {
     model_name: String,
     current: Option<(String, IsolationForest)>,
+    /// Scratch space kept between batches: one session's row, a batch's rows, their scores.
     row: Vec<f64>,
+    rows: Vec<f64>,
+    scores: Vec<f64>,
 }
 
 impl ModelStore {
@@ -62,6 +65,8 @@ impl ModelStore {
             model_name: model_name.to_string(),
             current: None,
             row: Vec::new(),
+            rows: Vec::new(),
+            scores: Vec::new(),
         }
     }
 
@@ -100,9 +105,22 @@ impl ModelStore {
 
     /// The forest score of `session`, `None` without a model.
     pub fn score(&mut self, session: &EnrichedSession) -> Option<f64> {
-        let (_, forest) = self.current.as_ref()?;
-        feature_row(&session.features, forest.feature_names(), &mut self.row);
-        Some(forest.score(&self.row))
+        self.score_all(&[session]).pop().flatten()
+    }
+
+    /// The forest scores of `sessions`, in order, scored as one batch (the forest's fast
+    /// path); `None` for each without a model.
+    pub fn score_all(&mut self, sessions: &[&EnrichedSession]) -> Vec<Option<f64>> {
+        let Some((_, forest)) = self.current.as_ref() else {
+            return vec![None; sessions.len()];
+        };
+        self.rows.clear();
+        for session in sessions {
+            feature_row(&session.features, forest.feature_names(), &mut self.row);
+            self.rows.extend_from_slice(&self.row);
+        }
+        forest.score_batch(&self.rows, &mut self.scores);
+        self.scores.iter().copied().map(Some).collect()
     }
 }
 

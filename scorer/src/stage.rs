@@ -241,6 +241,16 @@ impl ScoringStage {
     /// Scores one session: the scored record and the threats that are new or changed.
     pub fn score_session(&mut self, session: EnrichedSession) -> (ScoredSession, Vec<Threat>) {
         let forest_score = self.models.score(&session);
+        self.assess(session, forest_score)
+    }
+
+    /// The scored record of `session`, whose forest score is `forest_score`, and the threats
+    /// that are new or changed.
+    fn assess(
+        &mut self,
+        session: EnrichedSession,
+        forest_score: Option<f64>,
+    ) -> (ScoredSession, Vec<Threat>) {
         let assessment = risk::assess(&session, forest_score, &self.config);
         let model_version = self.models.version().to_string();
         let mut published = Vec::new();
@@ -288,13 +298,36 @@ impl ScoringStage {
         Outcome::Emit(Vec::new())
     }
 
-    fn process_session(&mut self, record: &Record) -> Outcome {
-        let session = match schemas::decode::<EnrichedSession>(&record.payload) {
-            Ok(session) => session,
-            Err(e) => return Outcome::DeadLetter(format!("enriched session: {e}")),
-        };
+    /// Scores a run of session records that one model scores: the forest scores them as one
+    /// batch, then each is assessed in order.
+    fn process_sessions(&mut self, records: &[Record]) -> Vec<Outcome> {
+        let decoded: Vec<Result<EnrichedSession, String>> = records
+            .iter()
+            .map(|record| {
+                schemas::decode::<EnrichedSession>(&record.payload)
+                    .map_err(|e| format!("enriched session: {e}"))
+            })
+            .collect();
+        let sessions: Vec<&EnrichedSession> = decoded
+            .iter()
+            .filter_map(|session| session.as_ref().ok())
+            .collect();
+        let mut forest_scores = self.models.score_all(&sessions).into_iter();
+        decoded
+            .into_iter()
+            .map(|session| match session {
+                Ok(session) => {
+                    let forest_score = forest_scores.next().flatten();
+                    self.emit_session(session, forest_score)
+                }
+                Err(reason) => Outcome::DeadLetter(reason),
+            })
+            .collect()
+    }
+
+    fn emit_session(&mut self, session: EnrichedSession, forest_score: Option<f64>) -> Outcome {
         let key = session.event.summary.client_ip.clone();
-        let (scored, threats) = self.score_session(session);
+        let (scored, threats) = self.assess(session, forest_score);
         self.counters.scored.inc();
         self.counters.threats.add(threats.len() as u64);
         let outputs = std::iter::once(Output::encode(&SESSIONS_SCORED, key.clone(), &scored))
@@ -317,16 +350,18 @@ impl Stage for ScoringStage {
     }
 
     async fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, RetryableError> {
-        Ok(batch
-            .iter()
-            .map(|record| {
-                if record.topic == MODELS.name {
-                    self.process_model(record)
-                } else {
-                    self.process_session(record)
-                }
-            })
-            .collect())
+        let is_model = |record: &Record| record.topic == MODELS.name;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        // A model record switches the model between the sessions before and after it, so the
+        // sessions are scored in runs between model records.
+        for run in batch.chunk_by(|a, b| is_model(a) == is_model(b)) {
+            if is_model(&run[0]) {
+                outcomes.extend(run.iter().map(|record| self.process_model(record)));
+            } else {
+                outcomes.extend(self.process_sessions(run));
+            }
+        }
+        Ok(outcomes)
     }
 }
 
