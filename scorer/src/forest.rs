@@ -541,7 +541,9 @@ impl IsolationForest {
     }
 
     /// [`Self::score_batch`] with the given kernel, for comparing kernels: the scores are the
-    /// same bit for bit, only the speed differs. A kernel this CPU cannot run is an error.
+    /// same bit for bit, only the speed differs. A kernel this CPU cannot run is an error for
+    /// a batch it would walk (one of at least 8 rows of a forest kept level by level); other
+    /// batches take the linked nodes whatever the kernel.
     ///
     /// # Panics
     /// If `rows` is not made of whole rows of the model's feature count.
