@@ -22,7 +22,7 @@
 //! read at the bottom level. Two kernels walk them ([`ScoringKernel`]), with the same scores
 //! bit for bit. On a CPU with AVX-512 (VBMI), eight rows walk a tree in the lanes of a vector
 //! with the splits of most levels looked up in registers (module `avx512`, the workspace's
-//! only `unsafe` code). The portable kernel copies batches of rows into rows padded to a
+//! only `unsafe` code), unless gathers run slowed there ([`ScoringKernel::fastest`]). The portable kernel copies batches of rows into rows padded to a
 //! fixed stride and walks each tree a level at a time: one pass over the rows compares each
 //! row with the split at its position and records whether it goes right, a second pass
 //! (vectorised by the compiler) doubles the positions and adds those bits. No branch depends
@@ -113,13 +113,25 @@ pub enum ScoringKernel {
 }
 
 impl ScoringKernel {
-    /// The fastest kernel this CPU runs; [`IsolationForest::score_batch`] uses it.
+    /// The fastest kernel this CPU runs; [`IsolationForest::score_batch`] uses it. That is
+    /// AVX-512 where the CPU has it, unless the Linux kernel reports the microcode mitigation
+    /// of Gather Data Sampling (Downfall) in force, or cannot tell under a hypervisor: that
+    /// microcode slows every gather several times over on the Intel generations it concerns
+    /// (Ice Lake, Tiger Lake, Rocket Lake among those with AVX-512 VBMI), and the AVX-512
+    /// kernel is built on gathers. Decided once per process.
     pub fn fastest() -> Self {
-        if Self::Avx512.is_available() {
-            Self::Avx512
-        } else {
-            Self::Portable
-        }
+        static FASTEST: std::sync::OnceLock<ScoringKernel> = std::sync::OnceLock::new();
+        *FASTEST.get_or_init(|| {
+            let gather_data_sampling = std::fs::read_to_string(
+                "/sys/devices/system/cpu/vulnerabilities/gather_data_sampling",
+            )
+            .ok();
+            if Self::Avx512.is_available() && !gathers_slowed_by(gather_data_sampling.as_deref()) {
+                Self::Avx512
+            } else {
+                Self::Portable
+            }
+        })
     }
 
     /// Whether this CPU runs the kernel.
@@ -131,6 +143,18 @@ impl ScoringKernel {
             #[cfg(not(target_arch = "x86_64"))]
             Self::Avx512 => false,
         }
+    }
+}
+
+/// Whether the Linux kernel's Gather Data Sampling status (the contents of
+/// `/sys/devices/system/cpu/vulnerabilities/gather_data_sampling`, `None` where there is no
+/// such file: another OS, an older kernel, a CPU it does not concern) says gathers run
+/// slowed by the mitigation microcode, or may (an affected model under a hypervisor).
+/// "Vulnerable" means the microcode is not in force, so gathers run at full speed.
+pub fn gathers_slowed_by(gather_data_sampling: Option<&str>) -> bool {
+    match gather_data_sampling.map(str::trim) {
+        None => false,
+        Some(status) => !(status == "Not affected" || status.starts_with("Vulnerable")),
     }
 }
 
