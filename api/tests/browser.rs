@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use api::{ApiConfig, AppState};
 use bus::kafka::KafkaBus;
-use bus::{pipeline, Bus, BusArgs, Output, PipelineOptions, Producer};
+use bus::{pipeline, Bus, Output, PipelineOptions, Producer};
 use capture_agent::AgentConfig;
 use enricher::stage::enrich_event;
 use enricher::{
@@ -113,11 +113,7 @@ impl Stack {
                 .expect("creating a user");
         }
 
-        let broker = testkit::Broker::start().expect("tansu");
-        let mut args = BusArgs::for_brokers(&broker.brokers());
-        args.kafka_partitions = 1;
-        let bus = KafkaBus::new(&args).expect("bus");
-        bus.ensure_topics(topics::ALL).await.expect("topics");
+        let (broker, bus) = testkit::broker_with_topics(1, topics::ALL).await;
 
         let (stop, stopped) = watch::channel(false);
         let options = PipelineOptions {

@@ -7,8 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::kafka::KafkaBus;
-use bus::{pipeline, Bus, BusArgs, Output, PipelineOptions, Producer};
+use bus::{pipeline, Bus, Output, PipelineOptions, Producer};
 use futures::{SinkExt, StreamExt};
 use schemas::topics::{
     DEAD_LETTERS, DECISIONS, MODELS, SESSIONS_ENRICHED, SESSIONS_RAW, SESSIONS_SCORED, THREATS,
@@ -71,21 +70,19 @@ async fn next_event(socket: &mut Socket, within: Duration) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pipeline_threats_reach_clients_and_slow_clients_are_dropped() {
-    let broker = testkit::Broker::start().expect("tansu");
-    let mut args = BusArgs::for_brokers(&broker.brokers());
-    args.kafka_partitions = 1;
-    let bus = KafkaBus::new(&args).unwrap();
-    bus.ensure_topics(&[
-        SESSIONS_RAW,
-        SESSIONS_ENRICHED,
-        SESSIONS_SCORED,
-        THREATS,
-        DECISIONS,
-        MODELS,
-        DEAD_LETTERS,
-    ])
-    .await
-    .unwrap();
+    let (_broker, bus) = testkit::broker_with_topics(
+        1,
+        &[
+            SESSIONS_RAW,
+            SESSIONS_ENRICHED,
+            SESSIONS_SCORED,
+            THREATS,
+            DECISIONS,
+            MODELS,
+            DEAD_LETTERS,
+        ],
+    )
+    .await;
     let mut config = support::config();
     config.ws_queue = 256;
     let api = support::start(bus.clone(), config).await;

@@ -9,8 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bus::kafka::KafkaBus;
-use bus::{Bus, BusArgs, Consumer, Output, Producer};
+use bus::{Bus, Consumer, Output, Producer};
 use schemas::topics::{Retention, Topic};
 
 const EVENTS: u64 = 100_000;
@@ -110,11 +109,7 @@ fn start_relay(brokers: &str, epoch: Instant) -> (Relay, Arc<Mutex<MemberLog>>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_delivers_everything_when_a_member_is_killed() {
     let epoch = Instant::now();
-    let broker = testkit::Broker::start().expect("tansu");
-    let mut args = BusArgs::for_brokers(&broker.brokers());
-    args.kafka_partitions = 6;
-    let bus = KafkaBus::new(&args).unwrap();
-    bus.ensure_topics(&[INPUT, OUTPUT]).await.unwrap();
+    let (broker, bus) = testkit::broker_with_topics(6, &[INPUT, OUTPUT]).await;
 
     let mut members: Vec<(Relay, Arc<Mutex<MemberLog>>)> = (0..3)
         .map(|_| start_relay(&broker.brokers(), epoch))

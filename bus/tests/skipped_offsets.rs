@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use bus::kafka::KafkaBus;
-use bus::{Bus, BusArgs, Consumer, Output, Producer};
+use bus::{Bus, Consumer, Output, Producer};
 use schemas::topics::{Retention, Topic};
 
 const TOPIC: Topic = Topic {
@@ -45,11 +44,7 @@ async fn read(consumer: &mut impl Consumer, wanted: usize) -> Vec<bus::Record> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_the_broker_skips_on_resume_are_counted() {
-    let broker = testkit::Broker::start().expect("tansu");
-    let mut args = BusArgs::for_brokers(&broker.brokers());
-    args.kafka_partitions = 1;
-    let bus = KafkaBus::new(&args).unwrap();
-    bus.ensure_topics(&[TOPIC]).await.unwrap();
+    let (_broker, bus) = testkit::broker_with_topics(1, &[TOPIC]).await;
 
     let producer = bus
         .with_properties(&[("linger.ms", "500")])

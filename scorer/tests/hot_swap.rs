@@ -7,8 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bus::kafka::KafkaBus;
-use bus::{pipeline, Bus, BusArgs, Consumer, Output, PipelineOptions, Producer};
+use bus::{pipeline, Bus, Consumer, Output, PipelineOptions, Producer};
 use schemas::topics::{DEAD_LETTERS, MODELS, SESSIONS_ENRICHED, SESSIONS_SCORED, THREATS};
 use schemas::{EnrichedSession, ScoredSession};
 use scorer::forest::ForestParams;
@@ -69,19 +68,17 @@ async fn read_scored(consumer: &mut impl Consumer) -> Vec<ScoredSession> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_model_switches_between_records_without_loss_or_repeat() {
-    let broker = testkit::Broker::start().expect("tansu");
-    let mut args = BusArgs::for_brokers(&broker.brokers());
-    args.kafka_partitions = 1;
-    let bus = KafkaBus::new(&args).unwrap();
-    bus.ensure_topics(&[
-        SESSIONS_ENRICHED,
-        SESSIONS_SCORED,
-        THREATS,
-        MODELS,
-        DEAD_LETTERS,
-    ])
-    .await
-    .unwrap();
+    let (_broker, bus) = testkit::broker_with_topics(
+        1,
+        &[
+            SESSIONS_ENRICHED,
+            SESSIONS_SCORED,
+            THREATS,
+            MODELS,
+            DEAD_LETTERS,
+        ],
+    )
+    .await;
 
     let sessions = lab_sessions();
     let model = |seed| {

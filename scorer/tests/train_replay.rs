@@ -6,8 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use bus::kafka::KafkaBus;
-use bus::{Bus, BusArgs, Output, Producer};
+use bus::{Bus, Output, Producer};
 use schemas::topics::{MODELS, SESSIONS_ENRICHED};
 use schemas::EnrichedSession;
 use scorer::model::{load_latest, ModelStore, DEFAULT_MODEL_NAME};
@@ -64,13 +63,7 @@ fn median(values: &[f64]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trained_model_scores_attacks_above_normal_sessions() {
-    let broker = testkit::Broker::start().expect("tansu");
-    let mut args = BusArgs::for_brokers(&broker.brokers());
-    args.kafka_partitions = 1;
-    let bus = KafkaBus::new(&args).unwrap();
-    bus.ensure_topics(&[SESSIONS_ENRICHED, MODELS])
-        .await
-        .unwrap();
+    let (_broker, bus) = testkit::broker_with_topics(1, &[SESSIONS_ENRICHED, MODELS]).await;
 
     let mut topic: Vec<EnrichedSession> = Vec::new();
     for name in ORDINARY {

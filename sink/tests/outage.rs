@@ -6,8 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bus::kafka::KafkaBus;
-use bus::{Bus, BusArgs, Output, PipelineOptions, Producer};
+use bus::{Bus, Output, PipelineOptions, Producer};
 use schemas::topics::{DEAD_LETTERS, SESSIONS_RAW, SESSIONS_SCORED, THREATS};
 use schemas::SessionEventKind;
 use sink::SinkStage;
@@ -68,13 +67,9 @@ async fn postgres_restart_mid_stream_loses_and_duplicates_nothing() {
         .await
         .unwrap();
 
-    let broker = testkit::Broker::start().expect("tansu");
-    let mut args = BusArgs::for_brokers(&broker.brokers());
-    args.kafka_partitions = 2;
-    let bus = KafkaBus::new(&args).unwrap();
-    bus.ensure_topics(&[SESSIONS_RAW, SESSIONS_SCORED, THREATS, DEAD_LETTERS])
-        .await
-        .unwrap();
+    let (_broker, bus) =
+        testkit::broker_with_topics(2, &[SESSIONS_RAW, SESSIONS_SCORED, THREATS, DEAD_LETTERS])
+            .await;
     let producer = bus.producer().unwrap();
     let outputs = stream();
     assert_eq!(outputs.len(), 100_000);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bus::kafka::KafkaBus;
-use bus::{Bus, BusArgs, Output, PipelineOptions, Producer};
+use bus::{Bus, Output, PipelineOptions, Producer};
 use schemas::topics::{
     Topic, AGENT_HEARTBEATS, DEAD_LETTERS, DECISIONS, MODELS, SESSIONS_RAW, SESSIONS_SCORED,
     THREATS,
@@ -164,13 +164,9 @@ async fn digests(pool: &deadpool_postgres::Pool) -> Vec<(i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_every_topic_changes_no_row() {
     let (_db, pool) = migrated_database().await;
-    let broker = testkit::Broker::start().expect("tansu");
-    let mut args = BusArgs::for_brokers(&broker.brokers());
-    args.kafka_partitions = 2;
-    let bus = KafkaBus::new(&args).unwrap();
     let mut topics = INPUTS.to_vec();
     topics.push(DEAD_LETTERS);
-    bus.ensure_topics(&topics).await.unwrap();
+    let (_broker, bus) = testkit::broker_with_topics(2, &topics).await;
     let outputs = stream();
     let total = outputs.len() as u64;
     let producer = bus.producer().unwrap();

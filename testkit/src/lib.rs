@@ -1,6 +1,6 @@
 //! Real parts for integration tests: [`Broker`] starts a tansu Kafka-API broker on a free
-//! loopback port (or any local address), [`TestDatabase`] creates a Postgres database of its own
-//! and drops it after, [`netns::Lab`] builds network namespaces with VNC servers and clients,
+//! loopback port (or any local address), [`broker_with_topics`] also a bus on it with its
+//! topics, [`TestDatabase`] creates a Postgres database of its own and drops it after, [`netns::Lab`] builds network namespaces with VNC servers and clients,
 //! [`workspace_binary`] finds the workspace's programs.
 //!
 //! `TANSU_BIN` names the broker binary (default `~/.cargo/bin/tansu`, then `tansu` on PATH);
@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bus::kafka::KafkaBus;
+use bus::{Bus, BusArgs};
+use schemas::topics::Topic;
 
 pub mod live;
 pub mod netns;
@@ -91,6 +94,17 @@ pub struct Broker {
     host: String,
     port: u16,
     log: PathBuf,
+}
+
+/// tansu on a free loopback port and a bus on it, with `topics` created at `partitions`
+/// partitions each: the set-up of every test that runs stages on Kafka.
+pub async fn broker_with_topics(partitions: i32, topics: &[Topic]) -> (Broker, KafkaBus) {
+    let broker = Broker::start().expect("tansu");
+    let mut args = BusArgs::for_brokers(&broker.brokers());
+    args.kafka_partitions = partitions;
+    let bus = KafkaBus::new(&args).expect("bus");
+    bus.ensure_topics(topics).await.expect("topics");
+    (broker, bus)
 }
 
 impl Broker {
