@@ -37,23 +37,24 @@ pub enum ModelError {
 
 /// The row of a session for a model with features `names`: a feature the enricher could not
 /// compute (absent, or not finite) reads as 0, as it did when the model was trained.
-pub fn feature_row(features: &BTreeMap<String, f64>, names: &[String], row: &mut Vec<f64>) {
-    row.clear();
-    row.extend(names.iter().map(|name| {
+pub fn feature_row<'a>(
+    features: &'a BTreeMap<String, f64>,
+    names: &'a [String],
+) -> impl Iterator<Item = f64> + 'a {
+    names.iter().map(|name| {
         features
             .get(name)
             .copied()
             .filter(|v| v.is_finite())
             .unwrap_or(0.0)
-    }));
+    })
 }
 
 /// The model in use, if any.
 pub struct ModelStore {
     model_name: String,
     current: Option<(String, IsolationForest)>,
-    /// Scratch space kept between batches: one session's row, a batch's rows, their scores.
-    row: Vec<f64>,
+    /// Scratch space kept between batches: a batch's rows and their scores.
     rows: Vec<f64>,
     scores: Vec<f64>,
 }
@@ -64,7 +65,6 @@ impl ModelStore {
         ModelStore {
             model_name: model_name.to_string(),
             current: None,
-            row: Vec::new(),
             rows: Vec::new(),
             scores: Vec::new(),
         }
@@ -116,8 +116,8 @@ impl ModelStore {
         };
         self.rows.clear();
         for session in sessions {
-            feature_row(&session.features, forest.feature_names(), &mut self.row);
-            self.rows.extend_from_slice(&self.row);
+            self.rows
+                .extend(feature_row(&session.features, forest.feature_names()));
         }
         forest.score_batch(&self.rows, &mut self.scores);
         self.scores.iter().copied().map(Some).collect()

@@ -88,7 +88,6 @@ fn run(captures_dir: &Path, output: &Path) -> anyhow::Result<()> {
     let names: Vec<String> = FEATURES.iter().map(|f| f.name.to_string()).collect();
     let mut csv = format!("is_anomaly,{}\n", names.join(","));
     let (mut normal, mut anomalous) = (0, 0);
-    let mut row = Vec::new();
     for (subdir, lab) in [("lab", true), ("public", false)] {
         for path in captures_in(&captures_dir.join(subdir))? {
             let capture = path
@@ -106,8 +105,9 @@ fn run(captures_dir: &Path, output: &Path) -> anyhow::Result<()> {
                 sessions.len()
             );
             for (session, label) in sessions.iter().zip(labels) {
-                scorer::model::feature_row(&session.features, &names, &mut row);
-                let values: Vec<String> = row.iter().map(|value| format!("{value:?}")).collect();
+                let values: Vec<String> = scorer::model::feature_row(&session.features, &names)
+                    .map(|value| format!("{value:?}"))
+                    .collect();
                 csv.push_str(&format!("{},{}\n", u8::from(label), values.join(",")));
             }
             anomalous += capture_anomalies;
