@@ -22,13 +22,14 @@
 //! read at the bottom level. Two kernels walk them ([`ScoringKernel`]), with the same scores
 //! bit for bit. On a CPU with AVX-512 (VBMI), eight rows walk a tree in the lanes of a vector
 //! with the splits of most levels looked up in registers (module `avx512`, the workspace's
-//! only `unsafe` code), unless gathers run slowed there ([`ScoringKernel::fastest`]). The portable kernel copies batches of rows into rows padded to a
-//! fixed stride and walks each tree a level at a time: one pass over the rows compares each
-//! row with the split at its position and records whether it goes right, a second pass
-//! (vectorised by the compiler) doubles the positions and adds those bits. No branch depends
-//! on the data, the rows of a pass are independent of each other so the core overlaps their
-//! loads, and byte positions index 256-entry windows of a level and byte features index
-//! padded rows, so neither needs a bounds check. Other forests, and batches too small to pay
+//! only `unsafe` code), unless gathers run slowed there ([`ScoringKernel::fastest`]). The
+//! portable kernel copies batches of rows into rows padded to a fixed stride and walks each
+//! tree a level at a time: one pass over the rows compares each row with the split at its
+//! position and records whether it goes right, a second pass (vectorised by the compiler)
+//! doubles the positions and adds those bits. No branch depends on the data, the rows of a
+//! pass are independent of each other so the core overlaps their loads, and byte positions
+//! index 256-entry windows of a level and byte features index padded rows, so neither needs a
+//! bounds check. Other forests, and batches too small to pay
 //! for the copy, walk the linked nodes of the model file, a block of rows in lockstep.
 //! [`IsolationForest::score_batch`] allocates once per call, not per row.
 
