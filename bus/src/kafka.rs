@@ -302,9 +302,8 @@ impl KafkaConsumer {
     }
 
     /// Offsets of a non-compacted topic that the broker never delivered to this process's
-    /// members of the group: between
-    /// a partition's committed offset and the first record served after it was assigned, or
-    /// between two records. Each was a record accepted by the broker and never processed: the
+    /// members of the group: between a partition's committed offset and the first record
+    /// served after it was assigned, or between two records. Each was a record accepted by the broker and never processed: the
     /// bus cannot get it back, so it says so (a warning and `vncguard_bus_skipped_offsets_total`)
     /// rather than lose it in silence. Seen on tansu 0.6, which answers a fetch from inside a
     /// record batch with the batches after it; retention deleting records before they were
