@@ -1,14 +1,20 @@
 //! Live events over WebSocket. One tail consumer per API instance reads the bus (its own group,
 //! from the end, so every instance sees every event) and turns records into the seed's envelope
-//! `{type, timestamp, payload, id}`; a `tokio::sync::broadcast` channel fans them out. Each
-//! client reads the channel through its own bounded window: a client that falls `ws_queue`
-//! events behind, or whose socket does not take a message within [`SEND_TIMEOUT`], is dropped
-//! and counted, and nobody else waits for it.
+//! `{type, timestamp, payload, id}`; the [`Hub`] hands each event to every client's own bounded
+//! queue.
+//!
+//! Back-pressure, not a race: when a client's queue is full the hub waits for it to make room
+//! instead of dropping it, so a client that keeps up never loses an event because the host was
+//! too busy to schedule its task (a burst of a whole bus batch arrives in microseconds; the
+//! client task may run milliseconds later). What a client may cost the others is bounded: it may
+//! hold the feed back for at most [`HOLD_BACK_BUDGET`] within [`HOLD_BACK_WINDOW`], and a
+//! client over that budget, or whose socket does not take a message within [`SEND_TIMEOUT`], is
+//! dropped and counted.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -19,7 +25,7 @@ use futures::{SinkExt, StreamExt};
 use schemas::topics;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use crate::auth::Claims;
 use crate::error::ApiError;
@@ -38,6 +44,13 @@ pub const EVENT_TYPES: &[&str] = &[
 
 /// Longest a client's socket may take to accept one message before the client is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long in all one client may make the feed wait for room in its queue within
+/// [`HOLD_BACK_WINDOW`]. A client that reads as fast as events come costs nothing here, however
+/// loaded the host (a wait for a task to be scheduled is milliseconds); one that never reads
+/// costs this once and is dropped; one that reads slower than the feed runs is dropped once it
+/// has held every other client back this long, instead of pacing the feed forever.
+const HOLD_BACK_BUDGET: Duration = Duration::from_secs(2);
+const HOLD_BACK_WINDOW: Duration = Duration::from_secs(60);
 /// How often the server pings an idle client.
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// How long a client that authenticates by its first message has to send it.
@@ -69,35 +82,163 @@ impl LiveEvent {
     }
 }
 
-/// The fan-out point: the sender side and the count of connected clients.
+/// The fan-out point: one bounded queue per connected client.
 #[derive(Clone)]
 pub struct Hub {
-    sender: broadcast::Sender<Arc<LiveEvent>>,
-    clients: Arc<AtomicUsize>,
+    shared: Arc<HubShared>,
+}
+
+struct HubShared {
+    queue: usize,
+    next_id: AtomicU64,
+    clients: Mutex<Vec<ClientQueue>>,
+}
+
+/// The hub's side of one client.
+struct ClientQueue {
+    id: u64,
+    sender: mpsc::Sender<Arc<LiveEvent>>,
+    /// Set when the hub gives up on the client: it fell behind.
+    dropped: Arc<AtomicBool>,
+    /// How long the feed waited for this client since `window_start`.
+    held_back: Duration,
+    window_start: Instant,
+}
+
+impl ClientQueue {
+    /// What is left of this client's hold-back budget now.
+    fn budget(&mut self, now: Instant) -> Duration {
+        if now.duration_since(self.window_start) >= HOLD_BACK_WINDOW {
+            self.window_start = now;
+            self.held_back = Duration::ZERO;
+        }
+        HOLD_BACK_BUDGET.saturating_sub(self.held_back)
+    }
+}
+
+/// A client's side: its queue, removed from the hub when dropped.
+pub struct Subscription {
+    id: u64,
+    events: mpsc::Receiver<Arc<LiveEvent>>,
+    dropped: Arc<AtomicBool>,
+    hub: Hub,
+}
+
+impl Subscription {
+    /// The next event for this client; None once the hub dropped it for falling behind.
+    async fn next(&mut self) -> Option<Arc<LiveEvent>> {
+        if self.dropped.load(Ordering::Relaxed) {
+            return None;
+        }
+        let event = self.events.recv().await?;
+        (!self.dropped.load(Ordering::Relaxed)).then_some(event)
+    }
+
+    fn fell_behind(&self) -> bool {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.lock().retain(|client| client.id != self.id);
+    }
 }
 
 impl Hub {
     pub fn new(queue: usize) -> Self {
-        let (sender, _) = broadcast::channel(queue.max(1));
         Hub {
-            sender,
-            clients: Arc::new(AtomicUsize::new(0)),
+            shared: Arc::new(HubShared {
+                queue: queue.max(1),
+                next_id: AtomicU64::new(0),
+                clients: Mutex::new(Vec::new()),
+            }),
         }
     }
 
-    pub fn publish(&self, event: LiveEvent) {
+    fn lock(&self) -> MutexGuard<'_, Vec<ClientQueue>> {
+        self.shared
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new client's queue; it receives every event published from now on.
+    pub fn subscribe(&self) -> Subscription {
+        let (sender, events) = mpsc::channel(self.shared.queue);
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let dropped = Arc::new(AtomicBool::new(false));
+        self.lock().push(ClientQueue {
+            id,
+            sender,
+            dropped: dropped.clone(),
+            held_back: Duration::ZERO,
+            window_start: Instant::now(),
+        });
+        Subscription {
+            id,
+            events,
+            dropped,
+            hub: self.clone(),
+        }
+    }
+
+    /// Hands `event` to every client, waiting for those whose queue is full within their
+    /// hold-back budget and dropping those over it.
+    pub async fn publish(&self, event: LiveEvent) {
         telemetry::counter(
             "api_ws_events_total",
             "Live events fanned out",
             &[("type", event.kind)],
         )
         .inc();
-        // No receiver is not an error: nobody is watching.
-        let _ = self.sender.send(Arc::new(event));
+        let event = Arc::new(event);
+        let now = Instant::now();
+        let mut full = Vec::new();
+        self.lock().retain_mut(|client| {
+            match client.sender.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    full.push((client.id, client.sender.clone(), client.budget(now)));
+                    true
+                }
+                // The client went away; its subscription is being dropped.
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        if full.is_empty() {
+            return;
+        }
+        let waits = full.into_iter().map(|(id, sender, budget)| {
+            let event = event.clone();
+            async move {
+                let started = Instant::now();
+                let delivered = matches!(
+                    tokio::time::timeout(budget, sender.send(event)).await,
+                    Ok(Ok(()))
+                );
+                (id, delivered, started.elapsed())
+            }
+        });
+        let outcomes = futures::future::join_all(waits).await;
+        let mut clients = self.lock();
+        for (id, delivered, waited) in outcomes {
+            let Some(position) = clients.iter().position(|c| c.id == id) else {
+                continue;
+            };
+            if delivered {
+                clients[position].held_back += waited;
+            } else {
+                // Counted out here, at once; the client's task closes the socket.
+                let client = clients.remove(position);
+                client.dropped.store(true, Ordering::Relaxed);
+            }
+        }
     }
 
+    /// Connected clients the hub still serves.
     pub fn clients(&self) -> usize {
-        self.clients.load(Ordering::Relaxed)
+        self.lock().len()
     }
 }
 
@@ -190,7 +331,7 @@ pub async fn fan_out<B: Bus>(bus: B, hub: Hub) {
                 Ok(records) => {
                     for record in &records {
                         match event_of(record) {
-                            Some(event) => hub.publish(event),
+                            Some(event) => hub.publish(event).await,
                             None if record.topic != topics::SESSIONS_RAW.name => {
                                 telemetry::counter(
                                     "api_ws_undecodable_total",
@@ -202,6 +343,8 @@ pub async fn fan_out<B: Bus>(bus: B, hub: Hub) {
                             None => {}
                         }
                     }
+                    // Read and handed on: the in-process bus may let these records go.
+                    consumer.store(&records);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "live-event consumer failed; restarting it");
@@ -327,8 +470,7 @@ async fn serve_client(
         },
     };
     // Subscribe before anything else so no event between now and the loop is missed.
-    let mut events = state.hub.sender.subscribe();
-    state.hub.clients.fetch_add(1, Ordering::Relaxed);
+    let mut events = state.hub.subscribe();
     let connected = telemetry::gauge("api_ws_clients", "Connected WebSocket clients", &[]);
     connected.add(1);
     tracing::debug!(user = %claims.sub, "websocket client connected");
@@ -337,8 +479,8 @@ async fn serve_client(
     ping.tick().await;
     let outcome = loop {
         tokio::select! {
-            received = events.recv() => match received {
-                Ok(event) => {
+            received = events.next() => match received {
+                Some(event) => {
                     if !filter.admits(&event) {
                         continue;
                     }
@@ -348,8 +490,8 @@ async fn serve_client(
                         Err(_) => break "slow",
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => break "slow",
-                Err(broadcast::error::RecvError::Closed) => break "shutdown",
+                None if events.fell_behind() => break "slow",
+                None => break "shutdown",
             },
             message = stream.next() => match message {
                 Some(Ok(Message::Text(text))) => {
@@ -370,7 +512,7 @@ async fn serve_client(
         }
     };
     // The client is served no more: counted out before the close frame, which may wait.
-    state.hub.clients.fetch_sub(1, Ordering::Relaxed);
+    drop(events);
     connected.add(-1);
     if outcome == "slow" {
         tracing::info!(user = %claims.sub, "dropping a websocket client that fell behind");
@@ -472,6 +614,51 @@ mod tests {
         assert!(handle_client_message("nonsense", &mut filter)
             .unwrap()
             .contains("error"));
+    }
+
+    fn event(n: usize) -> LiveEvent {
+        LiveEvent::new(FIREWALL_ACTION, None, json!({"n": n}))
+    }
+
+    /// A burst many times the queue, published without a pause, while the reading task shares
+    /// one thread with the publisher: the reader gets every event and is never dropped.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_client_that_reads_gets_every_event_of_a_burst() {
+        let hub = Hub::new(4);
+        let mut subscription = hub.subscribe();
+        let reader = tokio::spawn(async move {
+            let mut received = 0;
+            while received < 1000 {
+                let Some(event) = subscription.next().await else {
+                    break;
+                };
+                let value: serde_json::Value = serde_json::from_str(&event.text).unwrap();
+                assert_eq!(value["payload"]["n"], received);
+                received += 1;
+            }
+            (received, subscription.fell_behind())
+        });
+        for n in 0..1000 {
+            hub.publish(event(n)).await;
+        }
+        assert_eq!(reader.await.unwrap(), (1000, false));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_client_that_never_reads_is_dropped_after_its_budget() {
+        let hub = Hub::new(4);
+        let idle = hub.subscribe();
+        let started = Instant::now();
+        for n in 0..10 {
+            hub.publish(event(n)).await;
+        }
+        let waited = started.elapsed();
+        assert!(idle.fell_behind());
+        assert_eq!(hub.clients(), 0, "counted out when dropped");
+        assert!(
+            waited >= HOLD_BACK_BUDGET && waited < HOLD_BACK_BUDGET * 3,
+            "the feed waited {waited:?} for it"
+        );
     }
 
     #[test]

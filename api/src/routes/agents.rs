@@ -108,11 +108,14 @@ pub async fn watch_fleet(state: AppState) {
             let agent: String = row.get(0);
             if !stale.contains(&agent) {
                 let last: DateTime<Utc> = row.get(1);
-                state.hub.publish(LiveEvent::new(
-                    SYSTEM_ALERT,
-                    Some(2),
-                    json!({"alert": "agent_stale", "agent_id": agent, "last_heartbeat": last}),
-                ));
+                state
+                    .hub
+                    .publish(LiveEvent::new(
+                        SYSTEM_ALERT,
+                        Some(2),
+                        json!({"alert": "agent_stale", "agent_id": agent, "last_heartbeat": last}),
+                    ))
+                    .await;
             }
         }
         stale = now;
