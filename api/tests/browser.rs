@@ -5,8 +5,6 @@
 //! Screenshots of every page go to `<target dir>/browser-screenshots/`. The tests run one at a
 //! time (they share two cores with the browser, and one of them measures time).
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,38 +38,6 @@ const USERS: [(&str, &str); 3] = [("admin", "ada"), ("analyst", "alan"), ("viewe
 
 /// One test at a time: each runs a browser, a broker, Postgres work and the API on two cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// `<target dir>/browser-screenshots`, from this test binary's path (`<target>/<profile>/deps/`).
-fn screenshot_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .expect("target dir above the test binary");
-    target.join("browser-screenshots")
-}
-
-/// `npm ci` from the lock file when playwright-core is not installed yet.
-async fn ensure_node_modules() {
-    if browser_dir().join("node_modules/playwright-core").exists() {
-        return;
-    }
-    let status = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(browser_dir())
-        .status()
-        .await
-        .expect("running npm (install Node.js and npm)");
-    assert!(
-        status.success(),
-        "npm ci failed in {}",
-        browser_dir().display()
-    );
-}
 
 /// Postgres, tansu, the pipeline stages and the API, stopped on drop of `stop`.
 struct Stack {
@@ -182,16 +148,19 @@ impl Stack {
         }
     }
 
-    /// The brute-force capture through the capture agent onto `vnc.sessions.raw`, followed by
-    /// the heartbeat that agent would send with what it counted (for the fleet page).
+    /// The brute-force capture through the capture agent onto `vnc.sessions.raw`, moved in time
+    /// so it happens now (the overview counts the last 24 h), followed by the heartbeat that
+    /// agent would send with what it counted (for the fleet page).
     async fn replay_brute_force(&self) -> usize {
-        let mut events: Vec<SessionEvent> = Vec::new();
-        capture_agent::analyze_file(
-            &testkit::lab_capture(BRUTE_FORCE),
-            &AgentConfig::default(),
-            &mut events,
+        let capture = testkit::lab_capture(BRUTE_FORCE);
+        let replay = capture_agent::ReplayOptions::starting_at(
+            &capture,
+            capture_agent::live::wall_clock_ns(),
         )
-        .expect("analysing the brute-force capture");
+        .expect("reading the brute-force capture");
+        let mut events: Vec<SessionEvent> = Vec::new();
+        capture_agent::replay_file(&capture, &AgentConfig::default(), &mut events, replay)
+            .expect("analysing the brute-force capture");
         let mut outputs: Vec<Output> = events
             .iter()
             .map(|event| {
@@ -317,24 +286,11 @@ fn heartbeat_after(events: &[SessionEvent]) -> AgentHeartbeat {
 
 /// Runs one scenario of `e2e.mjs`; answers its `REPLAY` requests and returns its `RESULT`.
 async fn run_scenario(stack: &Stack, scenario: &str) -> Value {
-    ensure_node_modules().await;
-    let mut command = tokio::process::Command::new("node");
-    command
-        .arg(browser_dir().join("e2e.mjs"))
-        .current_dir(browser_dir())
-        .env("BASE_URL", &stack.base_url)
-        .env("SCENARIO", scenario)
-        .env("SCREENSHOT_DIR", screenshot_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for (role, username) in USERS {
-        let role = role.to_uppercase();
-        command
-            .env(format!("{role}_USER"), username)
-            .env(format!("{role}_PASSWORD"), PASSWORD);
-    }
+    let users: Vec<(&str, &str, &str)> = USERS
+        .iter()
+        .map(|(role, username)| (*role, *username, PASSWORD))
+        .collect();
+    let mut command = testkit::browser::scenario_command(&stack.base_url, scenario, &users).await;
     let mut child = command.spawn().expect("starting node");
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -361,7 +317,7 @@ async fn run_scenario(stack: &Stack, scenario: &str) -> Value {
     assert!(
         status.success(),
         "browser scenario {scenario} failed ({status}); screenshots in {}",
-        screenshot_dir().display()
+        testkit::browser::screenshot_dir().display()
     );
     let result = result.expect("the scenario reported a RESULT");
     println!("{scenario}: {result}");

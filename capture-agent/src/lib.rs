@@ -84,6 +84,23 @@ pub struct ReplayOptions<'a> {
     pub time_shift: session::Nanos,
 }
 
+impl ReplayOptions<'_> {
+    /// Options that move the capture at `path` so its first packet is at `at` (ns since the
+    /// Unix epoch). Replayed with them at `at` = now, recorded sessions happen now: "last 24 h"
+    /// windows, retention, expiry and per-source windows treat them as today's traffic, whatever
+    /// the date of the recording. Each file gets its own shift, since sample folders mix
+    /// recordings years apart.
+    pub fn starting_at(path: &Path, at: session::Nanos) -> Result<Self, CaptureError> {
+        let first = capture::file::CaptureFile::open(path)?
+            .next_packet()?
+            .map(|packet| packet.ts);
+        Ok(ReplayOptions {
+            stop: None,
+            time_shift: first.map_or(0, |first| at.saturating_sub(first)),
+        })
+    }
+}
+
 /// [`analyze_file`] over any reader, as `replay` says.
 pub fn analyze_capture<R: Read>(
     mut file: capture::file::CaptureFile<R>,

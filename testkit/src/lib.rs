@@ -1,7 +1,8 @@
 //! Real parts for integration tests: [`Broker`] starts a tansu Kafka-API broker on a free
 //! loopback port (or any local address), [`broker_with_topics`] also a bus on it with its
 //! topics, [`TestDatabase`] creates a Postgres database of its own and drops it after, [`netns::Lab`] builds network namespaces with VNC servers and clients,
-//! [`workspace_binary`] finds the workspace's programs.
+//! [`workspace_binary`] finds the workspace's programs, [`browser`] runs the dashboard's browser
+//! scenarios.
 //!
 //! `TANSU_BIN` names the broker binary (default `~/.cargo/bin/tansu`, then `tansu` on PATH);
 //! `VNCGUARD_TEST_PG` names the maintenance database (default
@@ -18,6 +19,7 @@ use bus::kafka::KafkaBus;
 use bus::{Bus, BusArgs};
 use schemas::topics::Topic;
 
+pub mod browser;
 pub mod live;
 pub mod netns;
 
