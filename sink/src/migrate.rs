@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "api_tokens",
         sql: include_str!("../migrations/0003_api_tokens.sql"),
     },
+    Migration {
+        version: 4,
+        name: "sample_replays",
+        sql: include_str!("../migrations/0004_sample_replays.sql"),
+    },
 ];
 
 /// Key of the advisory lock migrations hold (the bytes of "vncmigr").

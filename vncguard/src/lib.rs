@@ -4,23 +4,24 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bus::memory::MemoryBus;
+use bus::Producer;
 use bus::{pipeline, Bus, PipelineOptions};
 use capture_agent::config::AgentConfig;
 use capture_agent::live::{self, LiveOptions};
 use capture_agent::publish::{self, Overflow, PublishOptions};
-use capture_agent::ReplayOptions;
+use capture_agent::{CaptureStats, ReplayOptions};
 use deadpool_postgres::Pool;
 use enricher::{Enricher, EnricherConfig, EnricherStage, GeoDatabases, NoHistory, Reputation};
-use schemas::topics;
+use schemas::{topics, AgentHeartbeat};
 use scorer::model::{ModelStore, DEFAULT_MODEL_NAME};
 use scorer::risk::RiskConfig;
 use scorer::stage::{ScoringStage, DEFAULT_THREAT_MEMORY};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 /// What the embedded mode needs to start.
@@ -36,13 +37,68 @@ pub struct EmbeddedConfig {
     pub agent: AgentConfig,
 }
 
+/// How often the embedded capture agent reports to the fleet page, as a capture agent does by
+/// default; well inside the API's staleness interval (`AGENT_HEARTBEAT_INTERVAL_SECS`, 30 s).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The running stages.
 pub struct Embedded {
     bus: MemoryBus,
     pool: Pool,
     agent: AgentConfig,
+    /// What the embedded agent has replayed, for its heartbeats.
+    replayed: Arc<Mutex<ReplayTotals>>,
+    /// Wakes the heartbeat task after a replay, so the fleet page has its counts at once.
+    replay_done: Arc<Notify>,
     stop: watch::Sender<bool>,
     stages: Vec<JoinHandle<()>>,
+}
+
+/// The replays' counters since start, summed over files.
+#[derive(Debug, Default)]
+struct ReplayTotals {
+    stats: CaptureStats,
+    sources: Vec<String>,
+    /// Set once live capture runs: its own loop then speaks for the agent.
+    live: bool,
+}
+
+impl ReplayTotals {
+    fn add(&mut self, file: &Path, stats: &CaptureStats) {
+        self.stats.packets += stats.packets;
+        self.stats.bytes += stats.bytes;
+        self.stats.flows_evicted += stats.flows_evicted;
+        self.stats.sessions_total += stats.sessions_total;
+        self.stats.parse_errors += stats.parse_errors;
+        let source = format!("replay:{}", file.display());
+        if !self.sources.contains(&source) {
+            self.sources.push(source);
+        }
+    }
+
+    fn heartbeat(
+        &self,
+        agent_id: &str,
+        started_at: chrono::DateTime<chrono::Utc>,
+    ) -> AgentHeartbeat {
+        AgentHeartbeat {
+            agent_id: agent_id.to_string(),
+            hostname: live::hostname(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            time: chrono::Utc::now(),
+            started_at,
+            packets: self.stats.packets as i64,
+            bytes: self.stats.bytes as i64,
+            pcap_drops: 0,
+            flows_active: 0,
+            flows_evicted: self.stats.flows_evicted as i64,
+            sessions_active: 0,
+            sessions_total: self.stats.sessions_total as i64,
+            parse_errors: self.stats.parse_errors as i64,
+            enforcing: false,
+            capture_sources: self.sources.clone(),
+        }
+    }
 }
 
 /// Creates the database named in `url` if it does not exist yet.
@@ -129,10 +185,22 @@ impl Embedded {
             until_stopped(stopped),
         )));
 
+        let replayed = Arc::new(Mutex::new(ReplayTotals::default()));
+        let replay_done = Arc::new(Notify::new());
+        stages.push(tokio::spawn(report_heartbeats(
+            bus.producer()?,
+            config.agent.agent_id.clone(),
+            replayed.clone(),
+            replay_done.clone(),
+            until_stopped(stop.subscribe()),
+        )));
+
         Ok(Embedded {
             bus,
             pool,
             agent: config.agent,
+            replayed,
+            replay_done,
             stop,
             stages,
         })
@@ -146,15 +214,40 @@ impl Embedded {
         &self.pool
     }
 
-    /// Replays capture files through the capture agent onto the bus; returns how many session
-    /// events were published.
+    /// Replays capture files through the capture agent onto the bus, at their recorded times;
+    /// returns how many session events were published.
     pub async fn replay(&self, files: &[PathBuf]) -> Result<u64> {
-        self.replay_shifted(files, 0).await
+        self.replay_files(files, None).await
     }
 
-    /// [`Self::replay`] with every packet's time moved by `time_shift` nanoseconds: a shift
-    /// not used before replays the same files as new sessions.
-    pub async fn replay_shifted(&self, files: &[PathBuf], time_shift: i64) -> Result<u64> {
+    /// [`Self::replay`] with each file moved in time so its first packet is at `at` (ns since
+    /// the Unix epoch): a time not used before replays the same files as new sessions.
+    pub async fn replay_at(&self, files: &[PathBuf], at: i64) -> Result<u64> {
+        self.replay_files(files, Some(at)).await
+    }
+
+    /// When this database's sample replay, named by `samples`, happens: now at the first start,
+    /// and the same time at every start after, so the samples show as live traffic on a new
+    /// installation and replaying them again changes nothing.
+    pub async fn sample_replay_time(&self, samples: &str) -> Result<i64> {
+        let client = self.pool.get().await.context("connecting to Postgres")?;
+        client
+            .execute(
+                "INSERT INTO sample_replays (samples, replay_at_ns) VALUES ($1, $2) ON CONFLICT (samples) DO NOTHING",
+                &[&samples, &live::wall_clock_ns()],
+            )
+            .await?;
+        let at: i64 = client
+            .query_one(
+                "SELECT replay_at_ns FROM sample_replays WHERE samples = $1",
+                &[&samples],
+            )
+            .await?
+            .get(0);
+        Ok(at)
+    }
+
+    async fn replay_files(&self, files: &[PathBuf], at: Option<i64>) -> Result<u64> {
         let options = PublishOptions {
             overflow: Overflow::Wait,
             ..PublishOptions::default()
@@ -166,20 +259,28 @@ impl Embedded {
         );
         let files = files.to_vec();
         let agent = self.agent.clone();
+        let replayed = self.replayed.clone();
         tokio::task::spawn_blocking(move || {
             for file in &files {
-                let replay = ReplayOptions {
-                    time_shift,
-                    ..ReplayOptions::default()
+                let replay = match at {
+                    None => Ok(ReplayOptions::default()),
+                    Some(at) => ReplayOptions::starting_at(file, at),
                 };
-                match capture_agent::replay_file(file, &agent, &mut events, replay) {
-                    Ok(stats) => tracing::info!(file = %file.display(), ?stats, "replayed capture"),
+                let outcome = replay
+                    .map_err(capture_agent::RunError::from)
+                    .and_then(|replay| capture_agent::replay_file(file, &agent, &mut events, replay));
+                match outcome {
+                    Ok(stats) => {
+                        tracing::info!(file = %file.display(), ?stats, "replayed capture");
+                        replayed.lock().unwrap_or_else(|e| e.into_inner()).add(file, &stats);
+                    }
                     Err(e) => tracing::warn!(file = %file.display(), error = %e, "capture replay stopped early"),
                 }
             }
         })
         .await?;
         let report = publisher.await?;
+        self.replay_done.notify_one();
         Ok(report.published)
     }
 
@@ -203,6 +304,7 @@ impl Embedded {
             &tokio::runtime::Handle::current(),
         );
         let agent = self.agent.clone();
+        self.replayed.lock().unwrap_or_else(|e| e.into_inner()).live = true;
         let stop = Arc::new(AtomicBool::new(false));
         let capturing = {
             let stop = stop.clone();
@@ -265,6 +367,45 @@ impl Embedded {
         let _ = self.stop.send(true);
         for stage in self.stages {
             let _ = stage.await;
+        }
+    }
+}
+
+/// The embedded agent's heartbeats: one at start, one after each replay, and one every
+/// [`HEARTBEAT_INTERVAL`], until live capture takes over (it sends its own) or the embedded mode
+/// stops.
+async fn report_heartbeats(
+    producer: impl Producer,
+    agent_id: String,
+    replayed: Arc<Mutex<ReplayTotals>>,
+    replay_done: Arc<Notify>,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    let started_at = chrono::Utc::now();
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tick.tick() => {}
+            _ = replay_done.notified() => {}
+        }
+        let heartbeat = {
+            let replayed = replayed.lock().unwrap_or_else(|e| e.into_inner());
+            if replayed.live {
+                return;
+            }
+            replayed.heartbeat(&agent_id, started_at)
+        };
+        let record = match publish::heartbeat_record(&heartbeat) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the embedded agent's heartbeat");
+                return;
+            }
+        };
+        if let Err(e) = producer.send(vec![record]).await {
+            tracing::warn!(error = %e, "the embedded agent's heartbeat was not published");
         }
     }
 }

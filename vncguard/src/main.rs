@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use capture_agent::capture::file::CaptureFile;
 use capture_agent::config::parse_duration;
 use capture_agent::live;
 use capture_agent::PortSet;
@@ -100,10 +99,16 @@ async fn main() -> Result<()> {
     let admin_password = embedded.ensure_admin(&args.admin_user).await?;
 
     let files = capture_files(&args.samples)?;
-    let published = embedded.replay(&files).await?;
+    // Moved to the first start's time, so a new installation shows them as today's traffic.
+    let samples = std::fs::canonicalize(&args.samples).unwrap_or(args.samples.clone());
+    let replay_at = embedded
+        .sample_replay_time(&samples.display().to_string())
+        .await?;
+    let published = embedded.replay_at(&files, replay_at).await?;
     tracing::info!(
         files = files.len(),
         events = published,
+        replay_at_ns = replay_at,
         "sample captures replayed"
     );
     settle(&embedded).await?;
@@ -139,32 +144,19 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Replays `files` every `every`, shifted so their first packet is now, until `shutdown`.
+/// Replays `files` every `every`, each moved so its first packet is now, until `shutdown`.
 async fn replay_until(
     embedded: &Embedded,
     files: &[PathBuf],
     every: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let mut first_packet = None;
-    for file in files {
-        let mut capture = CaptureFile::open(file)?;
-        if let Some(packet) = capture.next_packet()? {
-            first_packet = Some(first_packet.map_or(packet.ts, |t: i64| t.min(packet.ts)));
-        }
-    }
-    let Some(first_packet) = first_packet else {
-        shutdown.await;
-        return Ok(());
-    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             _ = tokio::time::sleep(every) => {
-                let events = embedded
-                    .replay_shifted(files, live::wall_clock_ns() - first_packet)
-                    .await?;
+                let events = embedded.replay_at(files, live::wall_clock_ns()).await?;
                 tracing::info!(events, "sample captures replayed again");
             }
         }
@@ -185,12 +177,14 @@ fn local_secret() -> Result<String> {
     Ok(secret)
 }
 
-/// Waits until the sink has written everything the replay produced (row counts stop moving).
+/// Waits until the stages have taken everything the replay (and the heartbeat after it) produced
+/// off the bus and the sink's
+/// row counts stop moving (at most 30 s, for a very large sample folder).
 async fn settle(embedded: &Embedded) -> Result<()> {
     let client = embedded.pool().get().await?;
     let mut last = (-1, -1);
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let row = client
             .query_one(
                 "SELECT (SELECT count(*) FROM vnc_sessions), (SELECT count(*) FROM threat_logs)",
@@ -198,7 +192,16 @@ async fn settle(embedded: &Embedded) -> Result<()> {
             )
             .await?;
         let now: (i64, i64) = (row.get(0), row.get(1));
-        if now == last && embedded.bus().is_empty(schemas::topics::SESSIONS_RAW.name) {
+        let drained = [
+            schemas::topics::SESSIONS_RAW,
+            schemas::topics::SESSIONS_ENRICHED,
+            schemas::topics::SESSIONS_SCORED,
+            schemas::topics::THREATS,
+            schemas::topics::AGENT_HEARTBEATS,
+        ]
+        .iter()
+        .all(|topic| embedded.bus().is_empty(topic.name));
+        if now == last && drained {
             return Ok(());
         }
         last = now;

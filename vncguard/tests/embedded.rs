@@ -114,8 +114,17 @@ async fn samples_replayed_with_a_time_shift_are_new_sessions() {
     embedded.replay(&capture).await.unwrap();
     let (first, _, _) = settled(&embedded).await;
     // What `--replay-every` does: the same packets an hour later are other sessions.
+    let first_packet = capture_agent::capture::file::CaptureFile::open(&capture[0])
+        .unwrap()
+        .next_packet()
+        .unwrap()
+        .unwrap()
+        .ts;
     let hour = 3_600_000_000_000;
-    embedded.replay_shifted(&capture, hour).await.unwrap();
+    embedded
+        .replay_at(&capture, first_packet + hour)
+        .await
+        .unwrap();
     let (sessions, scored, _) = settled(&embedded).await;
     assert_eq!((sessions, scored), (2 * first, 2 * first));
     let client = embedded.pool().get().await.unwrap();

@@ -1,7 +1,9 @@
 // The dashboard in Debian's Chromium, driven by playwright-core. Run by api/tests/browser.rs,
 // which starts Postgres, tansu, the pipeline and the API and passes them in the environment:
-//   BASE_URL, SCENARIO (live | viewer | sessions_speed), SCREENSHOT_DIR,
-//   ADMIN_USER/ADMIN_PASSWORD, ANALYST_USER/ANALYST_PASSWORD, VIEWER_USER/VIEWER_PASSWORD.
+//   BASE_URL, SCENARIO (live | viewer | sessions_speed | first_start), SCREENSHOT_DIR, and the
+//   accounts a scenario logs in with: ADMIN_USER/ADMIN_PASSWORD, ANALYST_USER/ANALYST_PASSWORD,
+//   VIEWER_USER/VIEWER_PASSWORD. first_start (vncguard/tests/first_start.rs, the embedded mode
+//   just started) also reads EXPECTED_SESSIONS and AGENT_ID.
 // Protocol with the Rust side: a line `REPLAY` on stdout asks it to replay the brute-force capture
 // through the pipeline; a line `RESULT {json}` reports figures. Any failure exits non-zero.
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
@@ -18,11 +20,8 @@ const env = (name) => {
 const BASE_URL = env('BASE_URL');
 const SCENARIO = env('SCENARIO');
 const SCREENSHOT_DIR = env('SCREENSHOT_DIR');
-const users = {
-  admin: [env('ADMIN_USER'), env('ADMIN_PASSWORD')],
-  analyst: [env('ANALYST_USER'), env('ANALYST_PASSWORD')],
-  viewer: [env('VIEWER_USER'), env('VIEWER_PASSWORD')],
-};
+/** The account of `role`, from the environment. */
+const account = (role) => [env(`${role.toUpperCase()}_USER`), env(`${role.toUpperCase()}_PASSWORD`)];
 const WIDE = { width: 1280, height: 800 };
 const NARROW = { width: 390, height: 844 };
 
@@ -84,7 +83,7 @@ async function shotWideAndNarrow(name) {
 }
 
 async function login(role) {
-  const [username, password] = users[role];
+  const [username, password] = account(role);
   await page.goto(`${BASE_URL}/`);
   await page.getByLabel('User name').fill(username);
   await page.getByLabel('Password').fill(password);
@@ -100,7 +99,7 @@ async function go(hash, ready) {
 
 /** A token from the API itself, for calls the dashboard would never make for this role. */
 async function apiToken(role) {
-  const [username, password] = users[role];
+  const [username, password] = account(role);
   const response = await fetch(`${BASE_URL}/api/auth/login`, {
     method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ username, password }),
   });
@@ -283,9 +282,43 @@ async function sessionsSpeed() {
   return { first_row_ms: timings, rows, caption, sort_ms: sortMs, sorted_by_risk: sortedByRisk, next_page_ms: nextMs };
 }
 
+// The embedded mode right after `./dev up`: its bundled samples are today's traffic on the
+// overview, and its capture agent is on the fleet page.
+async function firstStart() {
+  const expected = Number(env('EXPECTED_SESSIONS'));
+  const agentId = env('AGENT_ID');
+  await login('admin');
+  const chartedSessions = async () => Number((await page.getAttribute('#risk-title ~ svg', 'aria-label')).match(/(\d+) in all/)[1]);
+  const charted = await until(async () => { const n = await chartedSessions(); return n >= expected ? n : 0; },
+    `the ${expected} sample sessions in the risk chart`, 30000);
+  check(charted === expected, `the risk chart counts the ${expected} sample sessions, not ${charted}`);
+  check(!(await page.textContent('main')).includes('No session started'), 'the overview has sessions of the last 24 h');
+  const threats = Number((await page.textContent('#threats-24h')).replaceAll(/\D/g, '')) || 0;
+  check(threats > 0, 'the samples\' threats are counted in the last 24 h');
+  await shotWideAndNarrow('overview');
+
+  await page.getByRole('link', { name: 'Fleet and model', exact: true }).click();
+  const row = page.locator('#agents-table tbody tr', { hasText: agentId });
+  await row.waitFor();
+  const agents = (await page.textContent('#agents-title')).trim();
+  check(agents === 'Capture agents (1)', `the fleet lists the embedded agent: ${agents}`);
+  const rowText = await row.textContent();
+  check(!rowText.includes('stale'), `the embedded agent is not stale: ${rowText}`);
+  // Its heartbeat counts what it replayed: every sample session (the table's Sessions column).
+  const countedSessions = async () => Number((await row.locator('td').nth(9).textContent()).replaceAll(/\D/g, ''));
+  await until(async () => {
+    if ((await countedSessions()) === expected) return true;
+    await page.reload();
+    await row.waitFor();
+    return false;
+  }, `the embedded agent's heartbeat to count the ${expected} sample sessions`, 30000);
+  await shotWideAndNarrow('fleet');
+  return { charted_sessions: charted, threats_24h: threats, agents };
+}
+
 let result;
 try {
-  result = await ({ live, viewer, sessions_speed: sessionsSpeed })[SCENARIO]();
+  result = await ({ live, viewer, sessions_speed: sessionsSpeed, first_start: firstStart })[SCENARIO]();
   check(consoleErrors.length === 0, `no console errors, got: ${consoleErrors.join(' | ')}`);
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
 } catch (error) {
