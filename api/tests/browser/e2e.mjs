@@ -53,8 +53,14 @@ function ask(request) {
 }
 
 const profile = mkdtempSync(join(tmpdir(), 'vncguard-chromium-'));
+// Under `VNCGUARD_CLOCK_OFFSET` (libfaketime) Chromium never finishes loading a page, so it keeps
+// the real clock, as an analyst's browser with a wrong clock would: the dashboard reads the
+// server's time from its responses, and these scenarios check what it shows with that skew.
+const browserEnv = Object.fromEntries(Object.entries(process.env)
+  .filter(([name]) => name !== 'LD_PRELOAD' && !name.startsWith('FAKETIME')));
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  env: browserEnv,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   viewport: WIDE,

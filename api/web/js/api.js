@@ -6,6 +6,9 @@ const REFRESH_MARGIN_SECS = 30;
 
 let auth = load();
 let refreshTimer = null;
+// The server's clock minus this browser's, from each response's Date header: countdowns and
+// "ago" read the server's time, so a laptop whose clock is off shows bans and ages right.
+let serverClockOffsetMs = 0;
 let refreshing = null;
 const listeners = new Set();
 
@@ -38,6 +41,17 @@ function save(next) {
 /** Called with the new auth state (or null) on login, refresh and logout. */
 export function onAuthChange(listener) {
   listeners.add(listener);
+}
+
+/** Now on the server's clock, in milliseconds since the epoch (see `serverClockOffsetMs`). */
+export function serverNow() {
+  return Date.now() + serverClockOffsetMs;
+}
+
+function learnServerClock(response) {
+  const date = Date.parse(response.headers.get('date') || '');
+  // The header has whole seconds: the server's time lies in the half-open second after it.
+  if (Number.isFinite(date)) serverClockOffsetMs = date + 500 - Date.now();
 }
 
 export function currentUser() {
@@ -108,6 +122,7 @@ async function send(method, path, body, authorised = true) {
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (authorised && auth) headers.Authorization = `Bearer ${auth.access_token}`;
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  learnServerClock(response);
   const text = await response.text();
   let parsed = null;
   try {

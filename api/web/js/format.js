@@ -1,4 +1,5 @@
 // Display formats shared by the views.
+import { serverNow } from './api.js';
 import { h } from './dom.js';
 
 export function time(value) {
@@ -10,7 +11,7 @@ export function time(value) {
 
 export function ago(value) {
   if (!value) return '—';
-  const secs = Math.round((Date.now() - new Date(value).getTime()) / 1000);
+  const secs = Math.round((serverNow() - new Date(value).getTime()) / 1000);
   if (!Number.isFinite(secs)) return String(value);
   if (secs < 0) return 'just now';
   return `${duration(secs)} ago`;

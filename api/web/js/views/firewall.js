@@ -1,5 +1,5 @@
 // Firewall: the decisions in force with a live countdown, and block / unblock for analysts.
-import { canAct, get, listOf, post } from '../api.js';
+import { canAct, get, listOf, post, serverNow } from '../api.js';
 import { h, field, select, toast, replace } from '../dom.js';
 import { duration, text, time } from '../format.js';
 import { subscribe } from '../live.js';
@@ -10,7 +10,7 @@ const ruleTarget = (rule) => rule.value || rule.source_ip || rule.ip_address;
 const ruleUntil = (rule) => rule.until || rule.expires_at;
 
 function timeLeft(rule) {
-  const secs = (new Date(ruleUntil(rule)).getTime() - Date.now()) / 1000;
+  const secs = (new Date(ruleUntil(rule)).getTime() - serverNow()) / 1000;
   return Number.isFinite(secs) ? (secs > 0 ? duration(secs) : 'expired') : '—';
 }
 

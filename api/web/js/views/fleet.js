@@ -1,5 +1,5 @@
 // Fleet and model: each capture agent's last heartbeat and counters, and the anomaly model in use.
-import { get, listOf } from '../api.js';
+import { get, listOf, serverNow } from '../api.js';
 import { h } from '../dom.js';
 import { ago, label, num, text, time } from '../format.js';
 
@@ -18,7 +18,7 @@ export async function fleetView() {
   const current = (modelsBody && modelsBody.current) || models[0] || null;
 
   const agentRows = agents.map((agent) => {
-    const stale = agent.stale ?? (Date.now() - new Date(agent.last_heartbeat).getTime()) / 1000 > STALE_SECS;
+    const stale = agent.stale ?? (serverNow() - new Date(agent.last_heartbeat).getTime()) / 1000 > STALE_SECS;
     return h('tr', {},
       h('td', {}, text(agent.agent_id)),
       h('td', {}, text(agent.hostname)),

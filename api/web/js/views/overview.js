@@ -1,6 +1,6 @@
 // Overview: the headline counters, risk distribution and threats per hour, kept current by the
 // WebSocket (counters change as events arrive; a debounced re-read keeps them exact).
-import { get, listOf, query } from '../api.js';
+import { get, listOf, query, serverNow } from '../api.js';
 import { barChart } from '../charts.js';
 import { h, replace } from '../dom.js';
 import { ago, band, label, num, severity, text } from '../format.js';
@@ -9,7 +9,7 @@ import { subscribe } from '../live.js';
 const HOURS = 24;
 
 function hourBuckets(threats) {
-  const now = new Date();
+  const now = new Date(serverNow());
   now.setMinutes(0, 0, 0);
   const start = now.getTime() - (HOURS - 1) * 3600e3;
   const buckets = Array.from({ length: HOURS }, (_, i) => ({ at: start + i * 3600e3, value: 0 }));
@@ -36,7 +36,7 @@ function card(title, value, id, tone) {
 }
 
 export async function overviewView(ctx) {
-  const since = new Date(Date.now() - HOURS * 3600e3).toISOString();
+  const since = new Date(serverNow() - HOURS * 3600e3).toISOString();
   const [dashboard, threatsBody, status] = await Promise.all([
     get('/api/analytics/dashboard'),
     get(`/api/threats${query({ from: since, limit: 500 })}`),
