@@ -44,6 +44,12 @@ pub fn run(
     let mut next_heartbeat = Instant::now() + options.heartbeat_interval;
     let mut next_gauges = Instant::now();
     let mut failure = None;
+    // The agent runs on capture time: the kernel's packet timestamps. Between packets it moves
+    // on by the monotonic time since the last one, never by the wall clock, which can disagree
+    // with those stamps (a clock stepped by NTP, a NIC's own clock, a test's moved clock): ahead
+    // of them, it made every open flow look idle and ended live sessions mid-stream. Before the
+    // first packet there is nothing to expire.
+    let mut last_packet: Option<(crate::session::Nanos, Instant)> = None;
     let heartbeat = |agent: &Agent, capture: &mut LiveCapture, sink: &mut dyn EventSink| {
         let drops = capture.stats().dropped;
         let mut beat = agent.heartbeat(
@@ -59,9 +65,15 @@ pub fn run(
     };
     while !stop.load(Ordering::Relaxed) {
         match capture.next_packet() {
-            Ok(Some(packet)) => agent.handle_packet(&packet),
+            Ok(Some(packet)) => {
+                last_packet = Some((packet.ts, Instant::now()));
+                agent.handle_packet(&packet)
+            }
             Ok(None) => {
-                agent.advance(wall_clock_ns());
+                if let Some((ts, seen)) = last_packet {
+                    let since = i64::try_from(seen.elapsed().as_nanos()).unwrap_or(i64::MAX);
+                    agent.advance(ts.saturating_add(since));
+                }
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => {
@@ -93,7 +105,7 @@ pub fn run(
     }
 }
 
-/// Nanoseconds since the Unix epoch: live, the agent's clock for idle timeouts.
+/// Nanoseconds since the Unix epoch, the wall clock.
 pub fn wall_clock_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
