@@ -20,10 +20,11 @@
 //! binary trees stored level by level: a leaf above the last level is replaced by splits that
 //! send every value left, so every row takes the same number of steps and its path length is
 //! read at the bottom level. Two kernels walk them ([`ScoringKernel`]), with the same scores
-//! bit for bit. On a CPU with AVX-512 (VBMI), eight rows walk a tree in the lanes of a vector
-//! with the splits of most levels looked up in registers (module `avx512`, the workspace's
-//! only `unsafe` code), unless gathers run slowed there ([`ScoringKernel::fastest`]). The
-//! portable kernel copies batches of rows into rows padded to a fixed stride and walks each
+//! bit for bit. On a CPU with AVX-512 (VBMI), eight rows can walk a tree in the lanes of a
+//! vector with the splits of most levels looked up in registers (module `avx512`, the
+//! workspace's only `unsafe` code); which kernel is faster depends on the CPU, so a process
+//! times both once and keeps the faster, unless told which (module `kernel`). The portable
+//! kernel copies batches of rows into rows padded to a fixed stride and walks each
 //! tree a level at a time: one pass over the rows compares each row with the split at its
 //! position and records whether it goes right, a second pass (vectorised by the compiler)
 //! doubles the positions and adds those bits. No branch depends on the data, the rows of a
@@ -37,6 +38,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod kernel;
+
+pub use kernel::{
+    force_process_kernel, process_kernel, Calibration, ChoiceBasis, KernelArgs, KernelChoice,
+    KernelSetting, ScoringKernel,
+};
 
 /// Version of the model file layout written by [`IsolationForest::to_json`]. A file of any
 /// other version is refused rather than guessed at.
@@ -102,63 +109,6 @@ impl Default for ForestParams {
     }
 }
 
-/// How batches of rows walk forests that are kept level by level (see `LevelTree`). Every
-/// kernel gives the same scores bit for bit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScoringKernel {
-    /// Plain Rust, any CPU.
-    Portable,
-    /// Eight rows per vector with AVX-512 F, BW and VBMI (x86-64: Intel since Ice Lake,
-    /// AMD since Zen 4).
-    Avx512,
-}
-
-impl ScoringKernel {
-    /// The fastest kernel this CPU runs; [`IsolationForest::score_batch`] uses it. That is
-    /// AVX-512 where the CPU has it, unless the Linux kernel reports the microcode mitigation
-    /// of Gather Data Sampling (Downfall) in force, or cannot tell under a hypervisor: that
-    /// microcode slows every gather several times over on the Intel generations it concerns
-    /// (Ice Lake, Tiger Lake, Rocket Lake among those with AVX-512 VBMI), and the AVX-512
-    /// kernel is built on gathers. Decided once per process.
-    pub fn fastest() -> Self {
-        static FASTEST: std::sync::OnceLock<ScoringKernel> = std::sync::OnceLock::new();
-        *FASTEST.get_or_init(|| {
-            let gather_data_sampling = std::fs::read_to_string(
-                "/sys/devices/system/cpu/vulnerabilities/gather_data_sampling",
-            )
-            .ok();
-            if Self::Avx512.is_available() && !gathers_slowed_by(gather_data_sampling.as_deref()) {
-                Self::Avx512
-            } else {
-                Self::Portable
-            }
-        })
-    }
-
-    /// Whether this CPU runs the kernel.
-    pub fn is_available(self) -> bool {
-        match self {
-            Self::Portable => true,
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => avx512::Avx512::detect().is_some(),
-            #[cfg(not(target_arch = "x86_64"))]
-            Self::Avx512 => false,
-        }
-    }
-}
-
-/// Whether the Linux kernel's Gather Data Sampling status (the contents of
-/// `/sys/devices/system/cpu/vulnerabilities/gather_data_sampling`, `None` where there is no
-/// such file: another OS, an older kernel, a CPU it does not concern) says gathers run
-/// slowed by the mitigation microcode, or may (an affected model under a hypervisor).
-/// "Vulnerable" means the microcode is not in force, so gathers run at full speed.
-pub fn gathers_slowed_by(gather_data_sampling: Option<&str>) -> bool {
-    match gather_data_sampling.map(str::trim) {
-        None => false,
-        Some(status) => !(status == "Not affected" || status.starts_with("Vulnerable")),
-    }
-}
-
 /// Why a forest could not be fitted or a model file could not be loaded.
 #[derive(thiserror::Error, Debug)]
 pub enum ForestError {
@@ -184,8 +134,13 @@ pub enum ForestError {
     UnsupportedFormatVersion { found: u32 },
     #[error("invalid model: {0}")]
     InvalidModel(String),
-    #[error("this CPU cannot run the {0:?} scoring kernel")]
+    #[error("this CPU cannot run the {0} scoring kernel")]
     KernelUnavailable(ScoringKernel),
+    #[error("the {forced} scoring kernel was forced after this process had chosen {chosen}")]
+    KernelAlreadyChosen {
+        chosen: ScoringKernel,
+        forced: ScoringKernel,
+    },
     #[error("model JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -560,9 +515,24 @@ impl IsolationForest {
     ///
     /// # Panics
     /// If `rows` is not made of whole rows of the model's feature count.
+    ///
+    /// A batch walked level by level uses the process's kernel ([`process_kernel`]): the one
+    /// forced, or else the faster on this CPU, timed on the first forest that scores such a
+    /// batch, which takes a few milliseconds once per process.
     pub fn score_batch(&self, rows: &[f64], out: &mut Vec<f64>) {
-        self.score_batch_with(ScoringKernel::fastest(), rows, out)
-            .expect("the fastest kernel is one this CPU has");
+        let kernel = if self.walks_level_by_level(rows) {
+            kernel::process_kernel_measured_on(self)
+        } else {
+            // The batch walks the linked nodes, whatever the kernel.
+            ScoringKernel::Portable
+        };
+        self.score_batch_with(kernel, rows, out)
+            .expect("the process's kernel is one this CPU runs");
+    }
+
+    /// Whether a batch of `rows` is walked level by level, by a [`ScoringKernel`].
+    fn walks_level_by_level(&self, rows: &[f64]) -> bool {
+        self.level_trees.is_some() && rows.len() / self.n_features() >= MIN_LEVEL_ROWS
     }
 
     /// [`Self::score_batch`] with the given kernel, for comparing kernels: the scores are the
@@ -587,7 +557,7 @@ impl IsolationForest {
         out.clear();
         out.reserve(rows.len() / n_features);
         match &self.level_trees {
-            Some(level_trees) if rows.len() / n_features >= MIN_LEVEL_ROWS => match kernel {
+            Some(level_trees) if self.walks_level_by_level(rows) => match kernel {
                 #[cfg(target_arch = "x86_64")]
                 ScoringKernel::Avx512 => match avx512::Avx512::detect() {
                     Some(avx512) => {
