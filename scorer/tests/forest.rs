@@ -216,8 +216,9 @@ fn every_scoring_kernel_gives_the_row_by_row_scores_bit_for_bit() {
         };
         let forest = IsolationForest::fit(&training, n_features, names, &params).unwrap();
         let thresholds = thresholds_by_feature(&forest);
-        // Batch sizes around the 8-row vectors and the chunks of up to 128 rows.
-        for batch_rows in [8, 9, 63, 129, 1000] {
+        // Batch sizes around the AVX-512 kernel's 8-row vectors and chunks of up to 128 rows,
+        // and the portable kernel's 16-row groups and 64-row chunks.
+        for batch_rows in [8, 9, 16, 17, 63, 64, 65, 129, 1000] {
             // Missing, infinite and signed-zero values, and values equal to a split's
             // threshold (which go left), among ordinary ones.
             let batch: Vec<f64> = (0..batch_rows * n_features)

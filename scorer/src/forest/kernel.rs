@@ -2,10 +2,10 @@
 //! the first forest that scores a batch level by level, unless the operator forces one
 //! (`FOREST_KERNEL`).
 //!
-//! CPU flags cannot tell which is faster. The AVX-512 kernel ran twice the portable kernel's
-//! speed on the Intel Xeon it was written on, and no faster (sometimes slower) on an AMD EPYC
-//! with the same flags; gathers, which it is built on, are several times slower again under
-//! the Downfall microcode. Both kernels give the same scores bit for bit, so the choice only
+//! CPU flags cannot tell which is faster. The AVX-512 kernel scored 1.6-1.8 times the
+//! portable kernel's rows per second on the Intel Xeon it was written on, and fewer on an AMD
+//! EPYC (Zen 4) with the same flags; gathers, which it is built on, are several times slower
+//! again under the Downfall microcode. Both kernels give the same scores bit for bit, so the choice only
 //! changes the speed, and timing both for a few milliseconds settles it on the machine itself.
 
 use std::fmt;
