@@ -24,10 +24,10 @@ Usage: forest-bench --input <CSV> --scores <FILE> [--seed <N>] [--timing-input <
 Fits 100 trees on 256-row subsamples (scikit-learn's defaults), scores the input with
 score_batch, which chooses the process's kernel by timing each one this CPU runs on a
 calibration batch, and prints one JSON line: rows, features, fit_seconds, kernel (the one
-chosen), chosen_by and, when measured, calibration_rows_per_second per kernel and
-calibration_seconds; with --timing-input also rows_per_second per kernel, the best pass of
-each over those rows, single-threaded, the kernels taking turns for three seconds each.
-No environment variables are read, so FOREST_KERNEL does not apply.";
+chosen), chosen_by and, when measured, calibration_rows_per_second per kernel,
+calibration_passes and calibration_seconds; with --timing-input also rows_per_second per
+kernel, the best pass of each over those rows, single-threaded, the kernels taking turns for
+three seconds each. No environment variables are read, so FOREST_KERNEL does not apply.";
 
 /// Scoring is repeated for at least this long per kernel and each kernel's fastest pass is
 /// reported, which is the figure least disturbed by whatever else the machine is doing.
@@ -163,6 +163,7 @@ fn run(args: BenchArgs) -> Result<(), String> {
                 ScoringKernel::Avx512.name(): calibration.avx512_rows_per_second,
             });
             report["calibration_seconds"] = calibration.elapsed.as_secs_f64().into();
+            report["calibration_passes"] = calibration.passes.into();
         }
         ChoiceBasis::OnlyAvailable => report["chosen_by"] = "only kernel this CPU runs".into(),
         ChoiceBasis::Forced => report["chosen_by"] = "forced".into(),
