@@ -9,6 +9,7 @@ use bus::kafka::KafkaBus;
 use bus::{Bus, BusArgs, PipelineOptions};
 use clap::{Parser, Subcommand};
 use schemas::topics::{DEAD_LETTERS, MODELS, SESSIONS_ENRICHED, SESSIONS_SCORED, THREATS};
+use scorer::forest::KernelArgs;
 use scorer::model::{self, ModelStore, DEFAULT_MODEL_NAME};
 use scorer::risk::RiskConfig;
 use scorer::stage::{ScoringStage, DEFAULT_THREAT_MEMORY};
@@ -24,6 +25,8 @@ struct Cli {
     run: RunArgs,
     #[command(flatten)]
     log: telemetry::LogArgs,
+    #[command(flatten)]
+    forest_kernel: KernelArgs,
 }
 
 #[derive(Subcommand)]
@@ -67,6 +70,9 @@ struct RunArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.log.init();
+    cli.forest_kernel
+        .apply()
+        .context("choosing the forest scoring kernel (--forest-kernel, FOREST_KERNEL)")?;
     match cli.command {
         Some(Command::Train { train, bus }) => {
             let bus = KafkaBus::new(&bus).context("connecting to Kafka")?;

@@ -65,12 +65,17 @@ struct Args {
     risk: scorer::risk::RiskConfig,
     #[command(flatten)]
     log: telemetry::LogArgs,
+    #[command(flatten)]
+    forest_kernel: scorer::forest::KernelArgs,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
     args.log.init();
+    args.forest_kernel
+        .apply()
+        .context("choosing the forest scoring kernel (--forest-kernel, FOREST_KERNEL)")?;
     tokio::spawn(telemetry::serve_metrics(args.metrics_addr));
     let agent = capture_agent::config::AgentConfig {
         agent_id: args.agent_id.clone(),

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use scorer::forest::{ForestParams, IsolationForest, ScoringKernel};
+use scorer::forest::{process_kernel, ChoiceBasis, ForestParams, IsolationForest, ScoringKernel};
 
 const HELP: &str = "\
 forest-bench: fit vncguard's Isolation Forest on a CSV matrix and score it
@@ -18,17 +18,19 @@ Usage: forest-bench --input <CSV> --scores <FILE> [--seed <N>] [--timing-input <
   --input <CSV>          features only, one row per line, comma-separated, no header
   --scores <FILE>        where to write one anomaly score per input row
   --seed <N>             forest seed [default: 0]
-  --timing-input <CSV>   also time score_batch over the rows of this file (same layout)
+  --timing-input <CSV>   also time every kernel over the rows of this file (same layout)
   -h, --help             print this help
 
-Fits 100 trees on 256-row subsamples (scikit-learn's defaults) and prints one JSON line:
-rows, features, fit_seconds and, with --timing-input, scoring_kernel and
-scoring_rows_per_second (the kernel score_batch uses on this CPU, the best of the passes run
-in three seconds, single-threaded) and portable_rows_per_second (the same for the portable
-kernel). No environment variables are read.";
+Fits 100 trees on 256-row subsamples (scikit-learn's defaults), scores the input with
+score_batch, which chooses the process's kernel by timing each one this CPU runs on a
+calibration batch, and prints one JSON line: rows, features, fit_seconds, kernel (the one
+chosen), chosen_by and, when measured, calibration_rows_per_second per kernel,
+calibration_passes and calibration_seconds; with --timing-input also rows_per_second per
+kernel, the best pass of each over those rows, single-threaded, the kernels taking turns for
+three seconds each. No environment variables are read, so FOREST_KERNEL does not apply.";
 
-/// Scoring is repeated for at least this long and the fastest pass is reported, which is the
-/// figure least disturbed by whatever else the machine is doing.
+/// Scoring is repeated for at least this long per kernel and each kernel's fastest pass is
+/// reported, which is the figure least disturbed by whatever else the machine is doing.
 const TIMING_BUDGET: Duration = Duration::from_secs(3);
 const MIN_TIMING_PASSES: usize = 3;
 
@@ -96,29 +98,35 @@ fn read_matrix(path: &Path) -> Result<(Vec<f64>, usize), String> {
     ))
 }
 
-/// Best scoring throughput of `kernel` over `rows`, one whole batch per pass.
+/// Best scoring throughput of each of `kernels` over `rows`, one whole batch per pass. The
+/// kernels take turns pass by pass, so a burst of other work on the machine falls on each alike.
 fn scoring_rows_per_second(
     forest: &IsolationForest,
-    kernel: ScoringKernel,
+    kernels: &[ScoringKernel],
     rows: &[f64],
-) -> Result<f64, String> {
+) -> Result<Vec<f64>, String> {
     let n_rows = (rows.len() / forest.n_features()) as f64;
     let mut scores = Vec::new();
-    forest
-        .score_batch_with(kernel, rows, &mut scores)
-        .map_err(|error| error.to_string())?;
-    let started = Instant::now();
-    let mut best = 0.0_f64;
-    let mut passes = 0;
-    while passes < MIN_TIMING_PASSES || started.elapsed() < TIMING_BUDGET {
+    let mut time_pass = |kernel| {
         let pass_started = Instant::now();
         forest
             .score_batch_with(kernel, std::hint::black_box(rows), &mut scores)
             .map_err(|error| error.to_string())?;
-        best = best.max(n_rows / pass_started.elapsed().as_secs_f64());
+        std::hint::black_box(&scores);
+        Ok::<_, String>(n_rows / pass_started.elapsed().as_secs_f64())
+    };
+    for &kernel in kernels {
+        time_pass(kernel)?;
+    }
+    let started = Instant::now();
+    let mut best = vec![0.0_f64; kernels.len()];
+    let mut passes = 0;
+    while passes < MIN_TIMING_PASSES || started.elapsed() < TIMING_BUDGET * kernels.len() as u32 {
+        for (&kernel, best) in kernels.iter().zip(&mut best) {
+            *best = best.max(time_pass(kernel)?);
+        }
         passes += 1;
     }
-    std::hint::black_box(&scores);
     Ok(best)
 }
 
@@ -140,11 +148,26 @@ fn run(args: BenchArgs) -> Result<(), String> {
     fs::write(&args.scores, lines)
         .map_err(|error| format!("{}: {error}", args.scores.display()))?;
 
+    let choice = process_kernel().ok_or("score_batch chose no kernel")?;
     let mut report = serde_json::json!({
         "rows": scores.len(),
         "features": n_features,
         "fit_seconds": fit_seconds,
+        "kernel": choice.kernel.name(),
     });
+    match &choice.basis {
+        ChoiceBasis::Measured(calibration) => {
+            report["chosen_by"] = "measurement".into();
+            report["calibration_rows_per_second"] = serde_json::json!({
+                ScoringKernel::Portable.name(): calibration.portable_rows_per_second,
+                ScoringKernel::Avx512.name(): calibration.avx512_rows_per_second,
+            });
+            report["calibration_seconds"] = calibration.elapsed.as_secs_f64().into();
+            report["calibration_passes"] = calibration.passes.into();
+        }
+        ChoiceBasis::OnlyAvailable => report["chosen_by"] = "only kernel this CPU runs".into(),
+        ChoiceBasis::Forced => report["chosen_by"] = "forced".into(),
+    }
     if let Some(timing_input) = &args.timing_input {
         let (timing_rows, timing_features) = read_matrix(timing_input)?;
         if timing_features != n_features {
@@ -153,12 +176,17 @@ fn run(args: BenchArgs) -> Result<(), String> {
                 timing_input.display()
             ));
         }
-        let fastest = ScoringKernel::fastest();
-        report["scoring_kernel"] = format!("{fastest:?}").into();
-        report["scoring_rows_per_second"] =
-            scoring_rows_per_second(&forest, fastest, &timing_rows)?.into();
-        report["portable_rows_per_second"] =
-            scoring_rows_per_second(&forest, ScoringKernel::Portable, &timing_rows)?.into();
+        let kernels: Vec<ScoringKernel> = ScoringKernel::ALL
+            .into_iter()
+            .filter(|kernel| kernel.is_available())
+            .collect();
+        let rates = scoring_rows_per_second(&forest, &kernels, &timing_rows)?;
+        report["rows_per_second"] = kernels
+            .iter()
+            .zip(rates)
+            .map(|(kernel, rate)| (kernel.name().to_string(), rate.into()))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
     }
     println!("{report}");
     Ok(())

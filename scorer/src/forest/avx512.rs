@@ -10,9 +10,9 @@
 //! false for NaN) and the same order of additions, which the forest tests check on every
 //! machine that has AVX-512.
 //!
-//! Why it is faster: the portable kernel spends about four loads on every step of every row
-//! (position, feature, threshold, value). Here the split of a step is found without touching
-//! memory for most levels: the feature indices of a level, bytes, are a 64- or 128-entry
+//! Where it is faster (the process times it against the portable kernel, module `kernel`):
+//! the portable kernel spends three loads on every step of every row (feature, threshold,
+//! value). Here the split of a step is found without touching memory for most levels: the feature indices of a level, bytes, are a 64- or 128-entry
 //! table in one or two registers (`vpermb`), and the thresholds of levels 1 to 5, at most 32,
 //! are looked up in registers with permutes. Only the row values and the thresholds of the
 //! two deepest levels are gathered. Rows are transposed into columns first, so the root's
