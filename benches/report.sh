@@ -26,7 +26,8 @@ for bench in "${selected[@]}"; do
     printf '\033[1m==> %s\033[0m\n' "$bench" >&2
     partial="benches/results/$bench.txt.partial"
     {
-        echo "# $bench, run $(date -u +%Y-%m-%dT%H:%MZ) at commit $(git rev-parse --short HEAD)"
+        cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+        echo "# $bench, run $(date -u +%Y-%m-%dT%H:%MZ) at commit $(git rev-parse --short HEAD) on ${cpu:-an unknown CPU}"
         "$script"
     } 2>&1 | tee "$partial"
     status=${PIPESTATUS[0]}
@@ -43,13 +44,17 @@ import os, platform, re, sys
 benches = sys.argv[1:]
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
 memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
-rows, runs = [], []
+rows, runs, cpus = [], [], {}
 for bench in benches:
     path = f"benches/results/{bench}.txt"
     if not os.path.exists(path):
         continue
     lines = open(path).read().splitlines()
     runs.append(f"- `{bench}`: {lines[0].lstrip('# ').split(', ', 1)[1]} ([output](results/{bench}.txt))")
+    # Each run's header names its CPU: a bench re-run on another machine of the same kind may
+    # have another CPU, and its figures are that CPU's.
+    run_cpu = lines[0].split(" on ", 1)[1] if " on " in lines[0] else "?"
+    cpus.setdefault(run_cpu, []).append(bench)
     for line in lines:
         if line.startswith("REPORT|"):
             fields = line.split("|")[1:]
@@ -58,7 +63,9 @@ for bench in benches:
             rows.append("| " + " | ".join(f.replace("|", "\\|") for f in fields) + " |")
 
 table = "\n".join([
-    f"Machine: {cpu}, {os.cpu_count()} cores, {memory_gib} GiB, Linux {platform.release()}.",
+    f"Machine: {os.cpu_count()} cores, {memory_gib} GiB, Linux {platform.release()}; CPU: "
+    + ("; ".join(f"{name} ({', '.join(names)})" for name, names in cpus.items()) if len(cpus) > 1
+       else next(iter(cpus), cpu)) + ".",
     "Ratio is vncguard over its peer (higher is better for rates).",
     "",
     "| bench | what | vncguard | peer | ratio |",
