@@ -42,6 +42,37 @@ pub struct CaptureStats {
     pub buffered_bytes: u64,
 }
 
+impl CaptureStats {
+    /// The heartbeat of agent `agent_id` that has counted these.
+    pub fn heartbeat(
+        &self,
+        agent_id: &str,
+        hostname: &str,
+        started_at: Timestamp,
+        time: Timestamp,
+        pcap_drops: u64,
+        capture_sources: Vec<String>,
+    ) -> AgentHeartbeat {
+        AgentHeartbeat {
+            agent_id: agent_id.to_string(),
+            hostname: hostname.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            time,
+            started_at,
+            packets: self.packets as i64,
+            bytes: self.bytes as i64,
+            pcap_drops: pcap_drops as i64,
+            flows_active: self.flows_active as i64,
+            flows_evicted: self.flows_evicted as i64,
+            sessions_active: self.sessions_active as i64,
+            sessions_total: self.sessions_total as i64,
+            parse_errors: self.parse_errors as i64,
+            enforcing: false,
+            capture_sources,
+        }
+    }
+}
+
 fn ns(d: Duration) -> Nanos {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
@@ -180,24 +211,14 @@ impl Agent {
         pcap_drops: u64,
         capture_sources: Vec<String>,
     ) -> AgentHeartbeat {
-        let s = self.stats();
-        AgentHeartbeat {
-            agent_id: self.config.agent_id.clone(),
-            hostname: hostname.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            time,
+        self.stats().heartbeat(
+            &self.config.agent_id,
+            hostname,
             started_at,
-            packets: s.packets as i64,
-            bytes: s.bytes as i64,
-            pcap_drops: pcap_drops as i64,
-            flows_active: s.flows_active as i64,
-            flows_evicted: s.flows_evicted as i64,
-            sessions_active: s.sessions_active as i64,
-            sessions_total: s.sessions_total as i64,
-            parse_errors: s.parse_errors as i64,
-            enforcing: false,
+            time,
+            pcap_drops,
             capture_sources,
-        }
+        )
     }
 
     /// One captured frame.

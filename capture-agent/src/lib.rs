@@ -91,14 +91,18 @@ impl ReplayOptions<'_> {
     /// the date of the recording. Each file gets its own shift, since sample folders mix
     /// recordings years apart.
     pub fn starting_at(path: &Path, at: session::Nanos) -> Result<Self, CaptureError> {
-        let first = capture::file::CaptureFile::open(path)?
-            .next_packet()?
-            .map(|packet| packet.ts);
         Ok(ReplayOptions {
             stop: None,
-            time_shift: first.map_or(0, |first| at.saturating_sub(first)),
+            time_shift: first_packet_time(path)?.map_or(0, |first| at.saturating_sub(first)),
         })
     }
+}
+
+/// The timestamp of the first packet of the capture at `path`; None when it holds none.
+pub fn first_packet_time(path: &Path) -> Result<Option<session::Nanos>, CaptureError> {
+    Ok(capture::file::CaptureFile::open(path)?
+        .next_packet()?
+        .map(|packet| packet.ts))
 }
 
 /// [`analyze_file`] over any reader, as `replay` says.

@@ -81,23 +81,14 @@ impl ReplayTotals {
         agent_id: &str,
         started_at: chrono::DateTime<chrono::Utc>,
     ) -> AgentHeartbeat {
-        AgentHeartbeat {
-            agent_id: agent_id.to_string(),
-            hostname: live::hostname(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            time: chrono::Utc::now(),
+        self.stats.heartbeat(
+            agent_id,
+            &live::hostname(),
             started_at,
-            packets: self.stats.packets as i64,
-            bytes: self.stats.bytes as i64,
-            pcap_drops: 0,
-            flows_active: 0,
-            flows_evicted: self.stats.flows_evicted as i64,
-            sessions_active: 0,
-            sessions_total: self.stats.sessions_total as i64,
-            parse_errors: self.stats.parse_errors as i64,
-            enforcing: false,
-            capture_sources: self.sources.clone(),
-        }
+            chrono::Utc::now(),
+            0,
+            self.sources.clone(),
+        )
     }
 }
 

@@ -114,12 +114,9 @@ async fn samples_replayed_with_a_time_shift_are_new_sessions() {
     embedded.replay(&capture).await.unwrap();
     let (first, _, _) = settled(&embedded).await;
     // What `--replay-every` does: the same packets an hour later are other sessions.
-    let first_packet = capture_agent::capture::file::CaptureFile::open(&capture[0])
+    let first_packet = capture_agent::first_packet_time(&capture[0])
         .unwrap()
-        .next_packet()
-        .unwrap()
-        .unwrap()
-        .ts;
+        .unwrap();
     let hour = 3_600_000_000_000;
     embedded
         .replay_at(&capture, first_packet + hour)
