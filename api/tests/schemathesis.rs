@@ -5,38 +5,16 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use api::auth::Role;
 use bus::memory::MemoryBus;
 
 /// The venv's schemathesis, installed on first use; None when pip cannot install it.
 fn schemathesis() -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let venv = target.join("schemathesis-venv");
-    let binary = venv.join("bin/schemathesis");
-    if binary.exists() {
-        return Some(binary);
-    }
-    let created = Command::new("python3")
-        .arg("-m")
-        .arg("venv")
-        .arg(&venv)
-        .status();
-    if !created.as_ref().is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED: python3 -m venv failed ({created:?})");
-        return None;
-    }
-    let installed = Command::new(venv.join("bin/pip"))
-        .args(["install", "-q", "schemathesis"])
-        .status();
-    if !installed.as_ref().is_ok_and(|s| s.success()) || !binary.exists() {
-        eprintln!("SKIPPED: pip could not install schemathesis ({installed:?})");
-        return None;
-    }
-    Some(binary)
+    testkit::python::venv_bin("schemathesis", &["schemathesis"], "schemathesis")
+        .map(|bin| bin.join("schemathesis"))
+        .inspect_err(|e| eprintln!("SKIPPED: {e:#}"))
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

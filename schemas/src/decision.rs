@@ -25,7 +25,7 @@ pub enum DecisionScope {
     Session,
 }
 
-/// A response decision (`decision.avsc`).
+/// A response decision (`vncguard.Decision.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub decision_id: String,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{codec::Event, SessionEvent, Timestamp};
 
-/// Geographic and network context of one address (`geo_info.avsc`).
+/// Geographic and network context of one address (`vncguard.GeoInfo.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct GeoInfo {
     pub address_class: String,
@@ -16,7 +16,7 @@ pub struct GeoInfo {
     pub as_org: Option<String>,
 }
 
-/// A raw session event with its context and features (`enriched_session.avsc`).
+/// A raw session event with its context and features (`vncguard.EnrichedSession.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnrichedSession {
     pub event: SessionEvent,

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{codec::Event, Timestamp};
 
-/// Capture agent heartbeat (`agent_heartbeat.avsc`, version 2; version 1 lacked
+/// Capture agent heartbeat (`vncguard.AgentHeartbeat.avsc`, version 2; version 1 lacked
 /// `capture_sources`, which a reader of version 2 fills with its default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentHeartbeat {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{codec::Event, Timestamp};
 
-/// A trained anomaly model (`model_announcement.avsc`).
+/// A trained anomaly model (`vncguard.ModelAnnouncement.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelAnnouncement {
     pub model_name: String,

@@ -14,42 +14,51 @@ use serde_json::Value;
 const NAMED_TYPES: &[(&str, &str)] = &[
     (
         "vncguard.AuthResult",
-        include_str!("../avro/auth_result.avsc"),
+        include_str!("../avro/vncguard.AuthResult.avsc"),
     ),
     (
         "vncguard.SessionSummary",
-        include_str!("../avro/session_summary.avsc"),
+        include_str!("../avro/vncguard.SessionSummary.avsc"),
     ),
     (
         "vncguard.SessionEvent",
-        include_str!("../avro/session_event.avsc"),
+        include_str!("../avro/vncguard.SessionEvent.avsc"),
     ),
-    ("vncguard.GeoInfo", include_str!("../avro/geo_info.avsc")),
+    (
+        "vncguard.GeoInfo",
+        include_str!("../avro/vncguard.GeoInfo.avsc"),
+    ),
     (
         "vncguard.EnrichedSession",
-        include_str!("../avro/enriched_session.avsc"),
+        include_str!("../avro/vncguard.EnrichedSession.avsc"),
     ),
     (
         "vncguard.RiskReason",
-        include_str!("../avro/risk_reason.avsc"),
+        include_str!("../avro/vncguard.RiskReason.avsc"),
     ),
     (
         "vncguard.RiskComponents",
-        include_str!("../avro/risk_components.avsc"),
+        include_str!("../avro/vncguard.RiskComponents.avsc"),
     ),
     (
         "vncguard.ScoredSession",
-        include_str!("../avro/scored_session.avsc"),
+        include_str!("../avro/vncguard.ScoredSession.avsc"),
     ),
-    ("vncguard.Threat", include_str!("../avro/threat.avsc")),
-    ("vncguard.Decision", include_str!("../avro/decision.avsc")),
+    (
+        "vncguard.Threat",
+        include_str!("../avro/vncguard.Threat.avsc"),
+    ),
+    (
+        "vncguard.Decision",
+        include_str!("../avro/vncguard.Decision.avsc"),
+    ),
     (
         "vncguard.AgentHeartbeat",
-        include_str!("../avro/agent_heartbeat.avsc"),
+        include_str!("../avro/vncguard.AgentHeartbeat.avsc"),
     ),
     (
         "vncguard.ModelAnnouncement",
-        include_str!("../avro/model_announcement.avsc"),
+        include_str!("../avro/vncguard.ModelAnnouncement.avsc"),
     ),
 ];
 
@@ -58,38 +67,42 @@ const VERSIONS: &[(&str, u32, &str)] = &[
     (
         "vncguard.SessionEvent",
         1,
-        include_str!("../avro/session_event.avsc"),
+        include_str!("../avro/vncguard.SessionEvent.avsc"),
     ),
     (
         "vncguard.EnrichedSession",
         1,
-        include_str!("../avro/enriched_session.avsc"),
+        include_str!("../avro/vncguard.EnrichedSession.avsc"),
     ),
     (
         "vncguard.ScoredSession",
         1,
-        include_str!("../avro/scored_session.avsc"),
+        include_str!("../avro/vncguard.ScoredSession.avsc"),
     ),
-    ("vncguard.Threat", 1, include_str!("../avro/threat.avsc")),
+    (
+        "vncguard.Threat",
+        1,
+        include_str!("../avro/vncguard.Threat.avsc"),
+    ),
     (
         "vncguard.Decision",
         1,
-        include_str!("../avro/decision.avsc"),
+        include_str!("../avro/vncguard.Decision.avsc"),
     ),
     (
         "vncguard.AgentHeartbeat",
         1,
-        include_str!("../avro/history/agent_heartbeat.v1.avsc"),
+        include_str!("../avro/history/vncguard.AgentHeartbeat.v1.avsc"),
     ),
     (
         "vncguard.AgentHeartbeat",
         2,
-        include_str!("../avro/agent_heartbeat.avsc"),
+        include_str!("../avro/vncguard.AgentHeartbeat.avsc"),
     ),
     (
         "vncguard.ModelAnnouncement",
         1,
-        include_str!("../avro/model_announcement.avsc"),
+        include_str!("../avro/vncguard.ModelAnnouncement.avsc"),
     ),
 ];
 

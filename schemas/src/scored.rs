@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{codec::Event, EnrichedSession, Timestamp};
 
-/// One reason behind a risk component (`risk_reason.avsc`).
+/// One reason behind a risk component (`vncguard.RiskReason.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RiskReason {
     pub rule: String,
@@ -13,7 +13,7 @@ pub struct RiskReason {
     pub reason: String,
 }
 
-/// The five components of the composite risk score (`risk_components.avsc`).
+/// The five components of the composite risk score (`vncguard.RiskComponents.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RiskComponents {
     pub anomaly: f64,
@@ -24,7 +24,7 @@ pub struct RiskComponents {
     pub weights: Vec<f64>,
 }
 
-/// An enriched session with its risk score (`scored_session.avsc`).
+/// An enriched session with its risk score (`vncguard.ScoredSession.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoredSession {
     pub enriched: EnrichedSession,
@@ -60,7 +60,7 @@ impl Severity {
     }
 }
 
-/// A detected threat (`threat.avsc`).
+/// A detected threat (`vncguard.Threat.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Threat {
     pub threat_id: String,

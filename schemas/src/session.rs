@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{codec::Event, Timestamp};
 
-/// Outcome of the RFB security handshake (see `auth_result.avsc` for the meaning of each value).
+/// Outcome of the RFB security handshake (see `vncguard.AuthResult.avsc` for the meaning of each value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthResult {
@@ -28,7 +28,7 @@ impl AuthResult {
     }
 }
 
-/// One TCP connection that spoke RFB. Every field is documented in `session_summary.avsc`.
+/// One TCP connection that spoke RFB. Every field is documented in `vncguard.SessionSummary.avsc`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionSummary {
     pub session_id: String,
@@ -151,7 +151,7 @@ impl SessionEventKind {
     }
 }
 
-/// Raw session event from a capture agent (`session_event.avsc`).
+/// Raw session event from a capture agent (`vncguard.SessionEvent.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionEvent {
     pub event_id: String,

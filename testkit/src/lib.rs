@@ -22,6 +22,7 @@ use schemas::topics::Topic;
 pub mod browser;
 pub mod live;
 pub mod netns;
+pub mod python;
 
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> Result<u16> {
