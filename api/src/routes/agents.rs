@@ -88,6 +88,11 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<ax
 /// until it is heard from again).
 pub async fn watch_fleet(state: AppState) {
     let mut stale: BTreeSet<String> = BTreeSet::new();
+    let stale_agents = telemetry::gauge(
+        "vncguard_fleet_agents_stale",
+        "Capture agents silent for three heartbeat intervals (up to 10,000 counted).",
+        &[],
+    );
     let mut tick = tokio::time::interval(state.config.agent_heartbeat_interval);
     loop {
         tick.tick().await;
@@ -104,6 +109,7 @@ pub async fn watch_fleet(state: AppState) {
             continue;
         };
         let now: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        stale_agents.set(now.len() as i64);
         for row in &rows {
             let agent: String = row.get(0);
             if !stale.contains(&agent) {
