@@ -1,6 +1,9 @@
-//! Authentication: argon2id password hashes, short-lived HS256 access tokens (JWT) with a `jti`,
-//! rotated refresh tokens stored as SHA-256 hashes, and the revocation list of access tokens
-//! that logged out (Postgres, mirrored in memory so every request is checked without a query).
+//! Authentication: argon2id password hashes (at most a few computed at once), short-lived HS256
+//! access tokens (JWT) with a `jti` and their user's token generation, refresh tokens rotated
+//! within a family stored as SHA-256 hashes, and the revocation list of access tokens that logged
+//! out (Postgres, mirrored in memory so every request is checked without a query). Raising a
+//! user's token generation (logout everywhere, disabling, a role or password change) refuses every
+//! token the user held, on every instance within the follow period.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -66,6 +69,39 @@ pub struct Claims {
     pub jti: String,
     pub iat: i64,
     pub exp: i64,
+    /// The user's token generation at issue; a token older than the user's current one is
+    /// refused. Tokens issued before generations existed read 0.
+    #[serde(default)]
+    pub generation: i64,
+}
+
+/// Why a token that once verified is no longer good: the WebSocket closes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Expired,
+    Revoked,
+    /// The user's generation moved on: logged out everywhere, disabled, demoted or given a new
+    /// password.
+    Superseded,
+}
+
+impl TokenRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRefusal::Expired => "expired",
+            TokenRefusal::Revoked => "revoked",
+            TokenRefusal::Superseded => "superseded",
+        }
+    }
+}
+
+fn count_refusal(reason: &'static str) {
+    telemetry::counter(
+        "api_tokens_refused_total",
+        "Access tokens refused",
+        &[("reason", reason)],
+    )
+    .inc();
 }
 
 /// Most revoked token ids held in memory; past it the ones expiring first go (they are refused
@@ -80,7 +116,25 @@ pub struct Auth {
     pub refresh_ttl: Duration,
     /// jti → expiry (seconds since the epoch).
     revoked: Mutex<HashMap<String, i64>>,
+    /// User id → current token generation, for users whose generation is above 0. One entry
+    /// per such user: users are created by admins only, so the users table bounds it.
+    generations: Mutex<HashMap<i64, i64>>,
+    /// Argon2 computations allowed at once: each takes ~19 MiB and tens of milliseconds of a
+    /// core, so a login flood must queue, not fan out over every core and the memory.
+    hashing: tokio::sync::Semaphore,
 }
+
+/// Concurrent argon2 computations: the machine's cores, at most 4 (beyond that, logins only
+/// wait for each other while the API's other work starves).
+fn hashing_permits() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+}
+
+/// How long a login waits for an argon2 slot before it is answered 503: a few seconds of queue
+/// at tens of milliseconds per hash is hundreds of logins, more than any real burst.
+const HASHING_WAIT: Duration = Duration::from_secs(5);
 
 impl Auth {
     pub fn new(secret: &[u8], access_ttl: Duration, refresh_ttl: Duration) -> Self {
@@ -94,7 +148,93 @@ impl Auth {
             access_ttl,
             refresh_ttl,
             revoked: Mutex::new(HashMap::new()),
+            generations: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(hashing_permits()),
         }
+    }
+
+    /// Runs an argon2 computation on a blocking thread once a hashing slot is free; 503 when
+    /// none frees up within [`HASHING_WAIT`].
+    pub async fn hash_limited<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = tokio::time::timeout(HASHING_WAIT, self.hashing.acquire())
+            .await
+            .map_err(|_| {
+                telemetry::counter(
+                    "vncguard_api_password_hashing_refused_total",
+                    "Logins and password changes refused because every argon2 slot stayed busy",
+                    &[],
+                )
+                .inc();
+                ApiError::unavailable("password hasher", "every hashing slot is busy")
+            })?
+            .map_err(|e| ApiError::unavailable("password hasher", e))?;
+        let result = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::unavailable("password hasher", e));
+        drop(permit);
+        result
+    }
+
+    /// The user's current token generation as this instance knows it.
+    fn generation(&self, uid: i64) -> i64 {
+        self.generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&uid)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Records generations read from Postgres or just raised here; never lowers one.
+    pub fn remember_generations(&self, entries: impl IntoIterator<Item = (i64, i64)>) {
+        let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        for (uid, generation) in entries {
+            let known = generations.entry(uid).or_insert(generation);
+            *known = (*known).max(generation);
+        }
+    }
+
+    /// Raises the user's token generation, refusing every token they hold, and revokes their
+    /// refresh tokens (`reason` is kept on them).
+    pub async fn supersede_tokens(
+        &self,
+        client: &deadpool_postgres::Client,
+        uid: i64,
+        reason: &str,
+    ) -> Result<(), ApiError> {
+        if let Some(row) = client
+            .query_opt(
+                "UPDATE users SET token_generation = token_generation + 1 WHERE id = $1 RETURNING token_generation",
+                &[&uid],
+            )
+            .await?
+        {
+            self.remember_generations([(uid, row.get(0))]);
+        }
+        client
+            .execute(
+                "UPDATE api_refresh_tokens SET revoked_at = now(), revoked_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+                &[&uid, &reason],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a token that verified is still good now: unexpired, unrevoked, not superseded.
+    pub fn still_valid(&self, claims: &Claims) -> Result<(), TokenRefusal> {
+        if claims.exp <= Utc::now().timestamp() {
+            return Err(TokenRefusal::Expired);
+        }
+        if self.is_revoked(&claims.jti) {
+            return Err(TokenRefusal::Revoked);
+        }
+        if claims.generation < self.generation(claims.uid) {
+            return Err(TokenRefusal::Superseded);
+        }
+        Ok(())
     }
 
     /// A new access token for the user, with its claims.
@@ -103,6 +243,7 @@ impl Auth {
         uid: i64,
         username: &str,
         role: Role,
+        generation: i64,
     ) -> Result<(String, Claims), ApiError> {
         let now = Utc::now().timestamp();
         let claims = Claims {
@@ -112,35 +253,32 @@ impl Auth {
             jti: uuid::Uuid::new_v4().to_string(),
             iat: now,
             exp: now + self.access_ttl.as_secs() as i64,
+            generation,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| ApiError::unavailable("token signer", e))?;
         Ok((token, claims))
     }
 
-    /// The claims of a valid, unexpired, unrevoked HS256 token signed with our secret.
+    /// The claims of a valid, unexpired, unrevoked, current HS256 token signed with our secret.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
-                telemetry::counter(
-                    "api_tokens_refused_total",
-                    "Access tokens refused",
-                    &[("reason", "invalid")],
-                )
-                .inc();
+                count_refusal("invalid");
                 ApiError::unauthorized(format!("invalid token: {e}"))
             })?
             .claims;
-        if self.is_revoked(&claims.jti) {
-            telemetry::counter(
-                "api_tokens_refused_total",
-                "Access tokens refused",
-                &[("reason", "revoked")],
-            )
-            .inc();
-            return Err(ApiError::unauthorized("token revoked"));
+        match self.still_valid(&claims) {
+            // jsonwebtoken already allowed the leeway on expiry.
+            Ok(()) | Err(TokenRefusal::Expired) => Ok(claims),
+            Err(refusal) => {
+                count_refusal(refusal.as_str());
+                Err(ApiError::unauthorized(format!(
+                    "token {}",
+                    refusal.as_str()
+                )))
+            }
         }
-        Ok(claims)
     }
 
     fn is_revoked(&self, jti: &str) -> bool {
@@ -184,11 +322,21 @@ impl Auth {
         client: &deadpool_postgres::Client,
         claims: &Claims,
     ) -> Result<(), ApiError> {
-        self.remember_revoked([(claims.jti.clone(), claims.exp)]);
+        self.revoke_jti(client, &claims.jti, claims.exp).await
+    }
+
+    /// Revokes the access token `jti`, which expires at `exp` (seconds since the epoch).
+    pub async fn revoke_jti(
+        &self,
+        client: &deadpool_postgres::Client,
+        jti: &str,
+        exp: i64,
+    ) -> Result<(), ApiError> {
+        self.remember_revoked([(jti.to_string(), exp)]);
         client
             .execute(
                 "INSERT INTO api_revoked_tokens (jti, expires_at) VALUES ($1, to_timestamp($2)) ON CONFLICT DO NOTHING",
-                &[&claims.jti, &(claims.exp as f64)],
+                &[&jti, &(exp as f64)],
             )
             .await?;
         Ok(())
@@ -214,8 +362,9 @@ impl Auth {
     }
 }
 
-/// Follows the revocation list in Postgres so a logout on another instance applies here within
-/// `every`; also deletes rows past their expiry.
+/// Follows the revocation list and the users' token generations in Postgres, so a logout (or a
+/// logout everywhere, a demotion) on another instance applies here within `every`; also deletes
+/// revocation rows past their expiry.
 pub async fn follow_revocations(state: AppState, every: Duration) {
     let mut since: Option<DateTime<Utc>> = None;
     loop {
@@ -228,6 +377,18 @@ pub async fn follow_revocations(state: AppState, every: Duration) {
                     Err(e) => tracing::warn!(error = %e, "cannot read the revocation list"),
                 }
                 let _ = client.execute("DELETE FROM api_revoked_tokens WHERE expires_at < now() - interval '1 minute'", &[]).await;
+                match client
+                    .query(
+                        "SELECT id, token_generation FROM users WHERE token_generation > 0",
+                        &[],
+                    )
+                    .await
+                {
+                    Ok(rows) => state
+                        .auth
+                        .remember_generations(rows.iter().map(|r| (r.get(0), r.get(1)))),
+                    Err(e) => tracing::warn!(error = %e, "cannot read token generations"),
+                }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the revocation list"),
         }
@@ -339,13 +500,38 @@ mod tests {
     #[test]
     fn tokens_verify_until_revoked() {
         let auth = Auth::new(b"secret", Duration::from_secs(60), Duration::from_secs(600));
-        let (token, claims) = auth.issue_access(1, "ana", Role::Analyst).unwrap();
+        let (token, claims) = auth.issue_access(1, "ana", Role::Analyst, 0).unwrap();
         assert_eq!(auth.verify(&token).unwrap().role, Role::Analyst);
         auth.remember_revoked([(claims.jti.clone(), claims.exp)]);
         assert_eq!(auth.verify(&token).unwrap_err().code, "unauthorized");
+        assert_eq!(auth.still_valid(&claims), Err(TokenRefusal::Revoked));
         let other = Auth::new(b"other", Duration::from_secs(60), Duration::from_secs(600));
-        let (foreign, _) = other.issue_access(1, "ana", Role::Admin).unwrap();
+        let (foreign, _) = other.issue_access(1, "ana", Role::Admin, 0).unwrap();
         assert!(auth.verify(&foreign).is_err());
+    }
+
+    #[test]
+    fn a_raised_generation_supersedes_older_tokens_only() {
+        let auth = Auth::new(b"secret", Duration::from_secs(60), Duration::from_secs(600));
+        let (old, old_claims) = auth.issue_access(7, "ana", Role::Admin, 0).unwrap();
+        let (_, other_user) = auth.issue_access(8, "bob", Role::Admin, 0).unwrap();
+        auth.remember_generations([(7, 1)]);
+        assert_eq!(auth.still_valid(&old_claims), Err(TokenRefusal::Superseded));
+        assert!(auth.verify(&old).is_err());
+        assert_eq!(auth.still_valid(&other_user), Ok(()));
+        let (new, _) = auth.issue_access(7, "ana", Role::Viewer, 1).unwrap();
+        assert_eq!(auth.verify(&new).unwrap().role, Role::Viewer);
+        // A stale read from another instance never lowers it.
+        auth.remember_generations([(7, 0)]);
+        assert_eq!(auth.still_valid(&old_claims), Err(TokenRefusal::Superseded));
+    }
+
+    #[test]
+    fn an_expired_token_is_no_longer_valid() {
+        let auth = Auth::new(b"secret", Duration::from_secs(60), Duration::from_secs(600));
+        let (_, mut claims) = auth.issue_access(1, "ana", Role::Analyst, 0).unwrap();
+        claims.exp = Utc::now().timestamp() - 1;
+        assert_eq!(auth.still_valid(&claims), Err(TokenRefusal::Expired));
     }
 
     #[test]

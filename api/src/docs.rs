@@ -17,7 +17,7 @@ use crate::AppState;
     info(title = "vncguard API", description = "VNC session monitoring: sessions, threats and triage, firewall decisions, fleet, models, users. Live events on the WebSocket /ws."),
     paths(
         routes::health::health, routes::health::status,
-        routes::auth::login, routes::auth::refresh, routes::auth::logout,
+        routes::auth::login, routes::auth::refresh, routes::auth::logout, routes::auth::logout_everywhere,
         routes::sessions::list, routes::sessions::detail, routes::firewall::quarantine,
         routes::threats::list, routes::threats::create, routes::threats::detail, routes::threats::triage, routes::threats::add_note,
         routes::analytics::dashboard, routes::analytics::metrics,

@@ -93,6 +93,15 @@ impl ApiError {
         }
     }
 
+    /// A connection limit is reached (WebSockets per address); retry once one closes.
+    pub fn too_many_connections(message: &str) -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            message,
+        )
+    }
+
     /// A dependency (database, bus) failed; the details go to the log, not the client.
     pub fn unavailable(what: &str, error: impl std::fmt::Display) -> Self {
         tracing::warn!(%error, dependency = what, "request failed on a dependency");

@@ -14,12 +14,14 @@
 
 pub mod audit;
 pub mod auth;
+pub mod connection_slots;
 pub mod docs;
 pub mod error;
 pub mod input;
 pub mod queries;
 pub mod rate_limit;
 pub mod routes;
+pub mod secrets;
 pub mod ws;
 
 use std::future::Future;
@@ -40,13 +42,28 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Auth;
 use crate::rate_limit::{RateLimiter, RateSpec};
 
+/// A login ends after 30 days however often it is refreshed: long enough that an analyst on a
+/// dashboard left open is not logged out mid-week, short enough that a refresh token copied
+/// off a laptop stops working within a month even if it is refreshed before every expiry.
+pub const REFRESH_ABSOLUTE_TTL_SECS: u64 = 30 * 86_400;
+
+/// A dashboard opens one WebSocket per tab; 16 leaves room for many tabs and a few scripts
+/// behind one address (or one /64), and keeps one address from holding thousands of sockets
+/// and their queues (`ws_queue` events each).
+pub const WS_CONNECTIONS_PER_ADDRESS: usize = 16;
+
 /// Everything the API is configured with besides its database and bus.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// HS256 key of the access tokens.
     pub jwt_secret: Vec<u8>,
     pub access_ttl: Duration,
+    /// Lifetime of each refresh token (renewed by each refresh).
     pub refresh_ttl: Duration,
+    /// Lifetime of a login however often it is refreshed: the refresh token family's end.
+    pub refresh_absolute_ttl: Duration,
+    /// Open WebSockets allowed per client address (IPv6: per /64).
+    pub ws_connections_per_address: usize,
     /// Origins allowed by CORS; empty allows none (same-origin only).
     pub allowed_origins: Vec<String>,
     /// Limit per client address on `/api/auth/*`.
@@ -73,6 +90,8 @@ impl ApiConfig {
             jwt_secret: jwt_secret.into(),
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(7 * 86_400),
+            refresh_absolute_ttl: Duration::from_secs(REFRESH_ABSOLUTE_TTL_SECS),
+            ws_connections_per_address: WS_CONNECTIONS_PER_ADDRESS,
             allowed_origins: Vec::new(),
             auth_rate: RateSpec {
                 max: 100,
@@ -124,6 +143,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub auth_limiter: Arc<RateLimiter>,
     pub api_limiter: Arc<RateLimiter>,
+    /// Open WebSockets per client address.
+    pub ws_slots: Arc<connection_slots::ConnectionSlots>,
     pub started: Instant,
     /// The last broker probe: when, and whether it answered.
     bus_health: Arc<Mutex<Option<(Instant, bool)>>>,
@@ -163,6 +184,7 @@ impl AppState {
                 config.api_rate,
                 config.rate_table_capacity,
             )),
+            ws_slots: connection_slots::ConnectionSlots::new(config.ws_connections_per_address),
             config: Arc::new(config),
             started: Instant::now(),
             bus_health: Arc::new(Mutex::new(None)),
@@ -236,6 +258,11 @@ fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLa
     SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
 }
 
+/// The client address the rate limit counted a request under, for handlers that limit more
+/// (the WebSocket's connections per address).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
 /// The client address of a request: the TCP peer, or, when the peer is one of
 /// `trusted_proxies`, the address its `X-Forwarded-For` gives (see [`forwarded_client`]).
 pub fn client_addr(request: &axum::extract::Request, trusted_proxies: &[ipnet::IpNet]) -> IpAddr {
@@ -295,8 +322,13 @@ async fn rate_limit_layer(
     } else {
         &state.api_limiter
     };
-    match limiter.check(client_addr(&request, &state.config.trusted_proxies)) {
-        Ok(()) => next.run(request).await,
+    let client = client_addr(&request, &state.config.trusted_proxies);
+    match limiter.check(client) {
+        Ok(()) => {
+            let mut request = request;
+            request.extensions_mut().insert(ClientAddr(client));
+            next.run(request).await
+        }
         Err(retry_after) => error::ApiError::too_many(retry_after).into_response(),
     }
 }

@@ -1,5 +1,6 @@
 //! `api serve` (default): the REST API, WebSocket and dashboard. `api create-admin`: the first
-//! administrator.
+//! administrator. `api init-secrets`: generates the deployment's JWT key and first admin
+//! password into files (0600) that `serve` reads, unless they exist.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,6 +38,13 @@ enum Command {
         #[arg(long)]
         password_env: String,
     },
+    /// Write a random JWT key (`jwt-secret`) and first admin password (`admin-password`) into
+    /// DIR, readable by their owner only, unless they exist; point JWT_SECRET_FILE and
+    /// VNCGUARD_ADMIN_PASSWORD_FILE at them.
+    InitSecrets {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -57,6 +65,9 @@ struct ServeArgs {
     /// HS256 key for access tokens; required unless --insecure-dev.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// File holding the HS256 key (instead of JWT_SECRET).
+    #[arg(long, env = "JWT_SECRET_FILE")]
+    jwt_secret_file: Option<std::path::PathBuf>,
     /// Allow a built-in JWT secret (development only; printed as a warning).
     #[arg(long, env = "INSECURE_DEV")]
     insecure_dev: bool,
@@ -66,6 +77,12 @@ struct ServeArgs {
     /// Refresh token lifetime in seconds.
     #[arg(long, env = "JWT_REFRESH_TTL_SECS", default_value_t = 7 * 86_400)]
     jwt_refresh_ttl_secs: u64,
+    /// Lifetime of a login in seconds, however often it is refreshed.
+    #[arg(long, env = "JWT_REFRESH_ABSOLUTE_TTL_SECS", default_value_t = api::REFRESH_ABSOLUTE_TTL_SECS)]
+    jwt_refresh_absolute_ttl_secs: u64,
+    /// Open WebSockets allowed per client address (IPv6: per /64).
+    #[arg(long, env = "WS_CONNECTIONS_PER_ADDRESS", default_value_t = api::WS_CONNECTIONS_PER_ADDRESS)]
+    ws_connections_per_address: usize,
     /// CORS origins, comma-separated.
     #[arg(
         long,
@@ -98,6 +115,9 @@ struct ServeArgs {
     admin_user: Option<String>,
     #[arg(long, env = "VNCGUARD_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+    /// File holding the first admin's password (instead of VNCGUARD_ADMIN_PASSWORD).
+    #[arg(long, env = "VNCGUARD_ADMIN_PASSWORD_FILE")]
+    admin_password_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     bus: bus::BusArgs,
     #[command(flatten)]
@@ -108,6 +128,16 @@ struct ServeArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.serve.log.init();
+    // Secrets are made before anything connects anywhere: the compose deployment runs this
+    // before Postgres or the broker are up.
+    let command = match cli.command {
+        Some(Command::InitSecrets { dir }) => return init_secrets(&dir),
+        Some(Command::CreateAdmin {
+            username,
+            password_env,
+        }) => Some((username, password_env)),
+        None | Some(Command::Serve) => None,
+    };
     let args = cli.serve;
     let pool = sink::connect_pool(
         &args.database_url,
@@ -121,11 +151,8 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("applying migrations")?;
     }
-    match cli.command {
-        Some(Command::CreateAdmin {
-            username,
-            password_env,
-        }) => {
+    match command {
+        Some((username, password_env)) => {
             let password = std::env::var(&password_env)
                 .with_context(|| format!("{password_env} is not set"))?;
             api::auth::check_password_policy("password", &password)
@@ -145,21 +172,32 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        None | Some(Command::Serve) => serve(args, pool).await,
+        None => serve(args, pool).await,
     }
 }
 
 async fn serve(args: ServeArgs, pool: deadpool_postgres::Pool) -> anyhow::Result<()> {
-    let secret = match (args.jwt_secret, args.insecure_dev) {
-        (Some(secret), _) if secret.len() >= 32 => secret,
-        (Some(_), _) => bail!("JWT_SECRET must have at least 32 characters"),
+    let jwt_secret = api::secrets::read_secret(args.jwt_secret, args.jwt_secret_file.as_deref())
+        .context("reading JWT_SECRET_FILE")?;
+    let secret = match (jwt_secret, args.insecure_dev) {
+        (Some(secret), _) => {
+            api::secrets::check_jwt_secret(&secret)?;
+            secret
+        }
         (None, true) => {
             tracing::warn!("JWT_SECRET is not set: using the built-in development secret (--insecure-dev); never do this in production");
             DEV_SECRET.to_string()
         }
-        (None, false) => bail!("JWT_SECRET is required (or --insecure-dev for development)"),
+        (None, false) => {
+            bail!("JWT_SECRET (or JWT_SECRET_FILE) is required (or --insecure-dev for development)")
+        }
     };
-    if let (Some(user), Some(password)) = (&args.admin_user, &args.admin_password) {
+    let admin_password = api::secrets::read_secret(
+        args.admin_password.clone(),
+        args.admin_password_file.as_deref(),
+    )
+    .context("reading VNCGUARD_ADMIN_PASSWORD_FILE")?;
+    if let (Some(user), Some(password)) = (&args.admin_user, &admin_password) {
         let client = pool.get().await?;
         let admins: i64 = client
             .query_one("SELECT count(*) FROM users WHERE role = 'admin'", &[])
@@ -168,6 +206,7 @@ async fn serve(args: ServeArgs, pool: deadpool_postgres::Pool) -> anyhow::Result
         if admins == 0 {
             api::auth::check_password_policy("password", password)
                 .map_err(|e| anyhow::anyhow!(e.message))?;
+            api::secrets::check_secret("VNCGUARD_ADMIN_PASSWORD", password, 10)?;
             api::routes::users::insert_user(&client, user, password, api::auth::Role::Admin)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.message))?;
@@ -177,6 +216,8 @@ async fn serve(args: ServeArgs, pool: deadpool_postgres::Pool) -> anyhow::Result
     let mut config = ApiConfig::new(secret);
     config.access_ttl = Duration::from_secs(args.jwt_access_ttl_secs);
     config.refresh_ttl = Duration::from_secs(args.jwt_refresh_ttl_secs);
+    config.refresh_absolute_ttl = Duration::from_secs(args.jwt_refresh_absolute_ttl_secs);
+    config.ws_connections_per_address = args.ws_connections_per_address.max(1);
     config.allowed_origins = args
         .allowed_origins
         .into_iter()
@@ -218,4 +259,21 @@ impl std::str::FromStr for TrustedProxy {
             .map(TrustedProxy)
             .map_err(|_| format!("{text:?} is neither an address nor a CIDR network"))
     }
+}
+
+/// `api init-secrets --dir DIR`: the deployment's secrets, generated once.
+fn init_secrets(dir: &std::path::Path) -> anyhow::Result<()> {
+    for (name, bytes) in [("jwt-secret", 32), ("admin-password", 12)] {
+        let path = dir.join(name);
+        let existed = path.exists();
+        api::secrets::local_secret(&path, bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+        // Names only: the values stay in the files.
+        println!(
+            "{} {}",
+            if existed { "kept" } else { "generated" },
+            path.display()
+        );
+    }
+    Ok(())
 }

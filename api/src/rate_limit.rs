@@ -2,7 +2,7 @@
 //! bounded to `capacity` addresses (expired windows go first, then the oldest).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -45,6 +45,16 @@ impl FromStr for RateSpec {
     }
 }
 
+/// The key a client address is counted under: an IPv4-mapped IPv6 address as the IPv4 address it
+/// is, any other IPv6 address by its /64. A host or a subscriber line is usually given a whole
+/// /64 and can pick any address in it, so counting single IPv6 addresses would limit nothing.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u64::MAX as u128))),
+        v4 => v4,
+    }
+}
+
 struct Window {
     started: Instant,
     count: u32,
@@ -67,11 +77,13 @@ impl RateLimiter {
         }
     }
 
-    /// Counts a request of `client`; `Err(seconds)` when it is over its limit.
+    /// Counts a request of `client` (under its [`address_key`]); `Err(seconds)` when it is over
+    /// its limit.
     pub fn check(&self, client: IpAddr) -> Result<(), u64> {
         if self.spec.max == u32::MAX {
             return Ok(());
         }
+        let client = address_key(client);
         let now = Instant::now();
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if !table.contains_key(&client) && table.len() >= self.capacity {
@@ -145,6 +157,25 @@ mod tests {
         let retry = limiter.check(a).unwrap_err();
         assert!((1..=60).contains(&retry));
         limiter.check(b).unwrap();
+    }
+
+    #[test]
+    fn ipv6_clients_share_the_limit_of_their_64() {
+        let limiter = RateLimiter::new("test", "2/60".parse().unwrap(), 10);
+        limiter.check("2001:db8:a:b::1".parse().unwrap()).unwrap();
+        limiter
+            .check("2001:db8:a:b:1234::99".parse().unwrap())
+            .unwrap();
+        assert!(limiter
+            .check("2001:db8:a:b:ffff:ffff:ffff:ffff".parse().unwrap())
+            .is_err());
+        limiter.check("2001:db8:a:c::1".parse().unwrap()).unwrap();
+        // The same IPv4 client, mapped or not, is one client.
+        limiter.check("203.0.113.5".parse().unwrap()).unwrap();
+        limiter
+            .check("::ffff:203.0.113.5".parse().unwrap())
+            .unwrap();
+        assert!(limiter.check("203.0.113.5".parse().unwrap()).is_err());
     }
 
     #[test]

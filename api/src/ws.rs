@@ -12,6 +12,7 @@
 //! dropped and counted.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bus::{Bus, Consumer};
 use futures::{SinkExt, StreamExt};
 use schemas::topics;
@@ -28,8 +30,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::auth::Claims;
+use crate::connection_slots::NoSlot;
 use crate::error::ApiError;
-use crate::AppState;
+use crate::{AppState, ClientAddr};
 
 pub const SESSION_STARTED: &str = "vnc_session_started";
 pub const THREAT_DETECTED: &str = "threat_detected";
@@ -55,6 +58,16 @@ const HOLD_BACK_WINDOW: Duration = Duration::from_secs(60);
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// How long a client that authenticates by its first message has to send it.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest first message before authentication: `{"type":"auth","token":...}` with a token of
+/// well under 1 KiB. Anything bigger from an unauthenticated peer is refused unread.
+const PRE_AUTH_MAX_BYTES: usize = 4 * 1024;
+/// Largest message or frame a client may send at all: clients send pings and subscriptions of
+/// a few hundred bytes; the library default (64 MiB) would let any peer make the API buffer that.
+const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024;
+/// How often a connected client's token is checked again: past its expiry, revoked, or its user
+/// logged out everywhere, disabled or demoted, the socket closes within this period (plus the
+/// revocation follow period, 2 s, for a change made on another API instance).
+pub const TOKEN_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// One event, serialised once for every client.
 #[derive(Debug)]
@@ -417,12 +430,27 @@ impl Filter {
 pub async fn upgrade(
     State(state): State<AppState>,
     Query(params): Query<WsParams>,
+    client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let filter = match Filter::parse(params.types.as_deref(), params.min_severity.as_deref()) {
         Ok(filter) => filter,
         Err(e) => return e.into_response(),
+    };
+    let client = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(c)| c.0);
+    let slot = match state.ws_slots.take(client) {
+        Ok(slot) => slot,
+        Err(NoSlot::AddressFull) => {
+            return ApiError::too_many_connections(
+                "this address has as many WebSockets open as it may",
+            )
+            .into_response()
+        }
+        Err(NoSlot::ApiFull) => {
+            return ApiError::too_many_connections("the API has as many WebSockets open as it may")
+                .into_response()
+        }
     };
     let protocol_token = headers
         .get("sec-websocket-protocol")
@@ -440,12 +468,29 @@ pub async fn upgrade(
         },
         None => None,
     };
+    let upgrade = upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES);
     let upgrade = if protocol_token.is_some() {
         upgrade.protocols(["bearer"])
     } else {
         upgrade
     };
-    upgrade.on_upgrade(move |socket| serve_client(state, socket, claims, filter))
+    upgrade.on_upgrade(move |socket| async move {
+        serve_client(state, socket, claims, filter).await;
+        drop(slot);
+    })
+}
+
+async fn close(sink: &mut (impl SinkExt<Message> + Unpin), code: u16, reason: &'static str) {
+    let _ = tokio::time::timeout(
+        Duration::from_millis(100),
+        sink.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+            code,
+            reason: reason.into(),
+        }))),
+    )
+    .await;
 }
 
 async fn serve_client(
@@ -459,12 +504,7 @@ async fn serve_client(
         None => match first_message_auth(&state, &mut socket).await {
             Some(claims) => claims,
             None => {
-                let _ = socket
-                    .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                        code: 4401,
-                        reason: "unauthorized".into(),
-                    })))
-                    .await;
+                close(&mut socket, 4401, "unauthorized").await;
                 return;
             }
         },
@@ -477,6 +517,8 @@ async fn serve_client(
     let (mut sink, mut stream) = socket.split();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    let mut token_check = tokio::time::interval(TOKEN_CHECK_EVERY);
+    token_check.tick().await;
     let outcome = loop {
         tokio::select! {
             received = events.next() => match received {
@@ -509,27 +551,47 @@ async fn serve_client(
                     break "closed";
                 }
             }
+            _ = token_check.tick() => {
+                if let Err(refusal) = state.auth.still_valid(&claims) {
+                    break refusal.as_str();
+                }
+            }
         }
     };
     // The client is served no more: counted out before the close frame, which may wait.
     drop(events);
     connected.add(-1);
-    if outcome == "slow" {
-        tracing::info!(user = %claims.sub, "dropping a websocket client that fell behind");
-        telemetry::counter(
-            "api_ws_clients_dropped_total",
-            "WebSocket clients dropped for falling behind",
-            &[],
-        )
-        .inc();
-        let _ = tokio::time::timeout(
-            Duration::from_millis(100),
-            sink.send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                code: 4008,
-                reason: "too slow".into(),
-            }))),
-        )
-        .await;
+    match outcome {
+        "slow" => {
+            tracing::info!(user = %claims.sub, "dropping a websocket client that fell behind");
+            telemetry::counter(
+                "api_ws_clients_dropped_total",
+                "WebSocket clients dropped for falling behind",
+                &[],
+            )
+            .inc();
+            close(&mut sink, 4008, "too slow").await;
+        }
+        "expired" | "revoked" | "superseded" => {
+            tracing::info!(user = %claims.sub, reason = outcome, "closing a websocket whose token is no longer good");
+            telemetry::counter(
+                "vncguard_api_ws_closed_for_token_total",
+                "WebSockets closed because their token expired, was revoked or was superseded",
+                &[("reason", outcome)],
+            )
+            .inc();
+            close(
+                &mut sink,
+                4401,
+                match outcome {
+                    "expired" => "token expired",
+                    "revoked" => "token revoked",
+                    _ => "token superseded",
+                },
+            )
+            .await;
+        }
+        _ => {}
     }
 }
 
@@ -541,6 +603,15 @@ async fn first_message_auth(state: &AppState, socket: &mut WebSocket) -> Option<
     let Message::Text(text) = message else {
         return None;
     };
+    if text.len() > PRE_AUTH_MAX_BYTES {
+        telemetry::counter(
+            "vncguard_api_ws_refused_total",
+            "WebSocket connections refused for want of a slot",
+            &[("reason", "pre_auth_too_big")],
+        )
+        .inc();
+        return None;
+    }
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     if value.get("type")?.as_str()? != "auth" {
         return None;

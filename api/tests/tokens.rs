@@ -1,6 +1,8 @@
 //! Acceptance: expired, tampered, wrong-algorithm and revoked tokens are refused; refresh tokens
-//! rotate and are single use; logout revokes at once; the auth rate limit answers 429, per client
-//! address, which a trusted proxy's X-Forwarded-For gives and nobody else's does.
+//! rotate and are single use, and reusing one revokes its whole family; a login ends at its
+//! absolute lifetime; logout revokes at once, logout everywhere and a role change refuse every
+//! token the user held; the auth rate limit answers 429, per client address (IPv6: per /64),
+//! which a trusted proxy's X-Forwarded-For gives and nobody else's does.
 
 mod support;
 
@@ -110,15 +112,6 @@ async fn logout_revokes_at_once_and_refresh_tokens_rotate() {
         )
         .await;
     assert_eq!(status, 200, "{rotated}");
-    let (status, _) = api
-        .call(
-            None,
-            "POST",
-            "/api/auth/refresh",
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
-    assert_eq!(status, 401, "a used refresh token is refused");
     let new_access = rotated["access_token"].as_str().unwrap().to_string();
     let new_refresh = rotated["refresh_token"].as_str().unwrap().to_string();
     let (status, _) = api
@@ -190,6 +183,154 @@ async fn logout_revokes_at_once_and_refresh_tokens_rotate() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(api.login("analyst", support::PASSWORD).await.0, 401);
+}
+
+async fn refresh(api: &support::TestApi, token: &str) -> (u16, serde_json::Value) {
+    api.call(
+        None,
+        "POST",
+        "/api/auth/refresh",
+        Some(json!({"refresh_token": token})),
+    )
+    .await
+}
+
+async fn status_with(api: &support::TestApi, access: &serde_json::Value) -> u16 {
+    api.call_with_token(access.as_str(), "GET", "/api/status", None)
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn reusing_a_refresh_token_revokes_its_family() {
+    let api = support::start(MemoryBus::new(100), support::config()).await;
+    let (_, first) = api.login("analyst", support::PASSWORD).await;
+    let (_, other_login) = api.login("analyst", support::PASSWORD).await;
+    let (status, second) = refresh(&api, first["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    let (status, third) = refresh(&api, second["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(status_with(&api, &third["access_token"]).await, 200);
+
+    // The first token again: a copy is in use. Whoever presented it, the family is over.
+    let (status, body) = refresh(&api, first["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 401, "{body}");
+    for (name, pair) in [("first", &first), ("second", &second), ("third", &third)] {
+        assert_eq!(
+            status_with(&api, &pair["access_token"]).await,
+            401,
+            "the {name} access token of the family is revoked"
+        );
+    }
+    let (status, _) = refresh(&api, third["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(
+        status, 401,
+        "the newest refresh token of the family is revoked"
+    );
+    // Another login of the same user is another family.
+    assert_eq!(status_with(&api, &other_login["access_token"]).await, 200);
+    let (status, _) = refresh(&api, other_login["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(telemetry::render().contains("vncguard_api_refresh_token_reuse_total"));
+}
+
+#[tokio::test]
+async fn a_login_ends_at_its_absolute_lifetime_however_often_refreshed() {
+    let api = support::start(MemoryBus::new(100), support::config()).await;
+    let (_, pair) = api.login("viewer", support::PASSWORD).await;
+    let (status, pair) = refresh(&api, pair["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+    // The login happened 31 days ago; its refresh tokens were renewed meanwhile.
+    api.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE api_refresh_tokens SET family_started_at = now() - interval '31 days'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (status, body) = refresh(&api, pair["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test]
+async fn logout_everywhere_and_a_role_change_refuse_every_token_of_the_user() {
+    let api = support::start(MemoryBus::new(100), support::config()).await;
+    let (_, laptop) = api.login("analyst", support::PASSWORD).await;
+    let (_, phone) = api.login("analyst", support::PASSWORD).await;
+    let (status, _) = api
+        .call_with_token(
+            laptop["access_token"].as_str(),
+            "POST",
+            "/api/auth/logout-everywhere",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    for pair in [&laptop, &phone] {
+        assert_eq!(status_with(&api, &pair["access_token"]).await, 401);
+        assert_eq!(
+            refresh(&api, pair["refresh_token"].as_str().unwrap())
+                .await
+                .0,
+            401
+        );
+    }
+    // Other users are untouched; a new login works.
+    assert_eq!(
+        api.call(Some(Role::Viewer), "GET", "/api/status", None)
+            .await
+            .0,
+        200
+    );
+    let (status, fresh) = api.login("analyst", support::PASSWORD).await;
+    assert_eq!(status, 200);
+    assert_eq!(status_with(&api, &fresh["access_token"]).await, 200);
+
+    // An admin demotes the analyst: the analyst's tokens stop working at once.
+    let (status, _) = api
+        .call(
+            Some(Role::Admin),
+            "PATCH",
+            "/api/users/2",
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = api
+        .call_with_token(fresh["access_token"].as_str(), "GET", "/api/status", None)
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("superseded"));
+    let (_, demoted) = api.login("analyst", support::PASSWORD).await;
+    assert_eq!(demoted["role"], "viewer");
+
+    // Another instance on the same database learns the new generation from Postgres.
+    let other = api::auth::Auth::new(
+        support::SECRET,
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(60),
+    );
+    let client = api.pool.get().await.unwrap();
+    let generations = client
+        .query(
+            "SELECT id, token_generation FROM users WHERE token_generation > 0",
+            &[],
+        )
+        .await
+        .unwrap();
+    other.remember_generations(generations.iter().map(|r| (r.get(0), r.get(1))));
+    assert!(other
+        .verify(fresh["access_token"].as_str().unwrap())
+        .is_err());
+    assert!(other
+        .verify(demoted["access_token"].as_str().unwrap())
+        .is_ok());
 }
 
 #[tokio::test]

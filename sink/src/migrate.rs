@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sample_replays",
         sql: include_str!("../migrations/0004_sample_replays.sql"),
     },
+    Migration {
+        version: 6,
+        name: "token_families",
+        sql: include_str!("../migrations/0006_token_families.sql"),
+    },
 ];
 
 /// Key of the advisory lock migrations hold (the bytes of "vncmigr").

@@ -346,7 +346,7 @@ impl Embedded {
         if admins > 0 {
             return Ok(None);
         }
-        let password = random_token(12)?;
+        let password = api::secrets::random_secret(12);
         api::routes::users::insert_user(&client, username, &password, api::auth::Role::Admin)
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
@@ -403,14 +403,6 @@ async fn report_heartbeats(
 
 async fn until_stopped(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|&stop| stop).await;
-}
-
-/// `bytes` random bytes from the kernel, as hex.
-pub fn random_token(bytes: usize) -> Result<String> {
-    use std::io::Read;
-    let mut buffer = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buffer)?;
-    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The capture files in `dir`, sorted by name.

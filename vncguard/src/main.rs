@@ -52,10 +52,14 @@ struct Args {
     host: std::net::IpAddr,
     #[arg(long, env = "PORT", default_value_t = 8080)]
     port: u16,
-    /// Key of the API's access tokens; without it a random key is kept in `.data/jwt-secret`.
+    /// Key of the API's access tokens; without it a random key is kept in DATA_DIR/jwt-secret.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
-    /// Name of the admin created when the database has none (its password is printed once).
+    /// Where this installation keeps its generated secrets (jwt-secret, admin-password; 0600).
+    #[arg(long, env = "VNCGUARD_DATA_DIR", default_value = ".data")]
+    data_dir: PathBuf,
+    /// Name of the admin created when the database has none (its password goes to
+    /// DATA_DIR/admin-password, readable by this user only).
     #[arg(long, env = "VNCGUARD_ADMIN_USER", default_value = "admin")]
     admin_user: String,
     /// Serve Prometheus metrics on this address.
@@ -93,15 +97,30 @@ async fn main() -> Result<()> {
     .await?;
 
     let secret = match args.jwt_secret {
-        Some(secret) => secret,
-        None => local_secret()?,
+        Some(secret) => {
+            api::secrets::check_jwt_secret(&secret)?;
+            secret
+        }
+        None => {
+            let path = args.data_dir.join("jwt-secret");
+            api::secrets::local_secret(&path, 32)
+                .with_context(|| format!("keeping the JWT key in {}", path.display()))?
+        }
     };
     let address = std::net::SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address} (PORT sets another port)"))?;
     embedded.serve_api(api::ApiConfig::new(secret), listener)?;
-    let admin_password = embedded.ensure_admin(&args.admin_user).await?;
+    let admin_password_file = match embedded.ensure_admin(&args.admin_user).await? {
+        Some(password) => {
+            let path = args.data_dir.join("admin-password");
+            api::secrets::write_private_file(&path, &password)
+                .with_context(|| format!("writing {}", path.display()))?;
+            Some(path)
+        }
+        None => None,
+    };
 
     let files = capture_files(&args.samples)?;
     // Moved to the first start's time, so a new installation shows them as today's traffic.
@@ -131,10 +150,12 @@ async fn main() -> Result<()> {
         println!("  replaying the samples every {every:?} as new sessions");
     }
     println!("\n  dashboard: http://{address}/");
-    match admin_password {
-        Some(password) => println!(
-            "  first admin: {}  password: {password}  (shown once; change it on the dashboard)",
-            args.admin_user
+    // The password itself is never printed: terminals and CI logs keep what they show.
+    match admin_password_file {
+        Some(path) => println!(
+            "  first admin: {}  password in: {}  (readable by you only; change it on the dashboard, then delete the file)",
+            args.admin_user,
+            path.display()
         ),
         None => println!("  log in with an existing account (`api create-admin` adds one)"),
     }
@@ -166,20 +187,6 @@ async fn replay_until(
             }
         }
     }
-}
-
-/// The API key of this installation: `.data/jwt-secret`, made on first start.
-fn local_secret() -> Result<String> {
-    let path = PathBuf::from(".data/jwt-secret");
-    if let Ok(secret) = std::fs::read_to_string(&path) {
-        if secret.trim().len() >= 32 {
-            return Ok(secret.trim().to_string());
-        }
-    }
-    let secret = vncguard::random_token(32)?;
-    std::fs::create_dir_all(".data")?;
-    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-    Ok(secret)
 }
 
 /// Waits until the stages have taken everything the replay (and the heartbeat after it) produced

@@ -17,11 +17,14 @@ struct Started {
     child: Child,
     base_url: String,
     sessions_stored: i64,
+    /// The first admin's password, read from the file the binary named.
     admin_password: Option<String>,
+    printed: String,
 }
 
-/// Starts `vncguard` on `database_url` and reads its summary up to "Ctrl-C stops it."
-async fn start_vncguard(database_url: &str) -> Started {
+/// Starts `vncguard` on `database_url` with its secrets in `data_dir`, and reads its summary up
+/// to "Ctrl-C stops it."
+async fn start_vncguard(database_url: &str, data_dir: &std::path::Path) -> Started {
     let port = testkit::free_port().unwrap();
     let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../samples/pcaps");
     let mut child = Command::new(env!("CARGO_BIN_EXE_vncguard"))
@@ -35,6 +38,7 @@ async fn start_vncguard(database_url: &str) -> Started {
         )
         .env("JWT_SECRET", "first-start-test-secret-of-32-bytes!")
         .env("AGENT_ID", AGENT_ID)
+        .env("VNCGUARD_DATA_DIR", data_dir)
         .env("RUST_LOG", "warn")
         .env("GEOIP_CITY_DB", "")
         .env("GEOIP_ASN_DB", "")
@@ -51,17 +55,25 @@ async fn start_vncguard(database_url: &str) -> Started {
         base_url: String::new(),
         sessions_stored: -1,
         admin_password: None,
+        printed: String::new(),
     };
     let reading = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             println!("vncguard: {line}");
+            started.printed.push_str(&line);
+            started.printed.push('\n');
             let line = line.trim();
             if let Some(count) = line.strip_prefix("sessions stored: ") {
                 started.sessions_stored = count.parse().unwrap();
             } else if let Some(url) = line.strip_prefix("dashboard: ") {
                 started.base_url = url.trim_end_matches('/').to_string();
-            } else if let Some(rest) = line.strip_prefix("first admin: admin  password: ") {
-                started.admin_password = rest.split_whitespace().next().map(str::to_string);
+            } else if let Some(rest) = line.strip_prefix("first admin: admin  password in: ") {
+                let path = PathBuf::from(rest.split_whitespace().next().unwrap());
+                let mode = std::os::unix::fs::PermissionsExt::mode(
+                    &std::fs::metadata(&path).unwrap().permissions(),
+                );
+                assert_eq!(mode & 0o777, 0o600, "{} is private", path.display());
+                started.admin_password = Some(std::fs::read_to_string(&path).unwrap());
             } else if line == "Ctrl-C stops it." {
                 return;
             }
@@ -77,12 +89,17 @@ async fn start_vncguard(database_url: &str) -> Started {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_start_shows_the_samples_live_and_the_embedded_agent() {
     let database = testkit::TestDatabase::create().await.unwrap();
-    let first = start_vncguard(database.url()).await;
+    let data_dir = std::env::temp_dir().join(format!("vncguard-first-start-{}", database.name()));
+    let first = start_vncguard(database.url(), &data_dir).await;
     assert!(first.sessions_stored > 0, "the samples were stored");
     let password = first
         .admin_password
         .clone()
         .expect("the first admin's password");
+    assert!(
+        !first.printed.contains(&password),
+        "the password is not printed"
+    );
 
     let (client, connection) = tokio_postgres::connect(database.url(), tokio_postgres::NoTls)
         .await
@@ -130,7 +147,7 @@ async fn first_start_shows_the_samples_live_and_the_embedded_agent() {
         ..
     } = first;
     child.kill().await.unwrap();
-    let second = start_vncguard(database.url()).await;
+    let second = start_vncguard(database.url(), &data_dir).await;
     assert_eq!(second.sessions_stored, sessions_stored);
     assert_eq!(second.admin_password, None, "the admin exists already");
     let total: i64 = client
@@ -140,4 +157,5 @@ async fn first_start_shows_the_samples_live_and_the_embedded_agent() {
         .get(0);
     assert_eq!(total, sessions_stored, "replaying again changed nothing");
     drop(second);
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

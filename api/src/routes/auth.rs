@@ -1,5 +1,11 @@
-//! `/api/auth/login`, `/api/auth/refresh` (rotates the refresh token) and `/api/auth/logout`
-//! (revokes the access token and the refresh token at once).
+//! `/api/auth/login`, `/api/auth/refresh` (rotates the refresh token within its family),
+//! `/api/auth/logout` (revokes the access token and the refresh token at once) and
+//! `/api/auth/logout-everywhere` (every token of the user, on every instance).
+//!
+//! A refresh token presented after it was rotated was copied: whoever holds it, the family is
+//! revoked with every access token it issued, so a stolen token is worth at most one refresh
+//! before both the thief and the user are logged out (the OAuth 2.0 security BCP's reuse
+//! detection). A family also ends at its absolute lifetime however often it is refreshed.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -57,7 +63,7 @@ pub async fn login(
     let client = state.pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT id, password_hash, role, disabled FROM users WHERE username = $1",
+            "SELECT id, password_hash, role, disabled, token_generation FROM users WHERE username = $1",
             &[&request.username],
         )
         .await?;
@@ -66,9 +72,10 @@ pub async fn login(
         .map(|r| r.get::<_, String>(1))
         .unwrap_or_else(dummy_hash);
     let password = request.password.clone();
-    let matches = tokio::task::spawn_blocking(move || tokens::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
+    let matches = state
+        .auth
+        .hash_limited(move || tokens::verify_password(&password, &hash))
+        .await?;
     let Some(row) = row.filter(|r| matches && !r.get::<_, bool>(3)) else {
         telemetry::counter(
             "api_logins_total",
@@ -85,25 +92,51 @@ pub async fn login(
     )
     .inc();
     let role = Role::parse(row.get(2)).ok_or_else(|| ApiError::unauthorized("unknown role"))?;
-    issue_pair(&state, &client, row.get(0), &request.username, role)
+    let holder = TokenHolder {
+        uid: row.get(0),
+        username: request.username.clone(),
+        role,
+        generation: row.get(4),
+    };
+    issue_pair(&state, &client, &holder, None)
         .await
         .map(axum::Json)
 }
 
+/// Whom a token pair is for.
+struct TokenHolder {
+    uid: i64,
+    username: String,
+    role: Role,
+    generation: i64,
+}
+
+/// A refresh token family: its id and when its login happened.
+type Family = (String, chrono::DateTime<chrono::Utc>);
+
+/// A new access and refresh token; the refresh token joins `family`, or starts one (a login).
 async fn issue_pair(
     state: &AppState,
     client: &deadpool_postgres::Client,
-    uid: i64,
-    username: &str,
-    role: Role,
+    holder: &TokenHolder,
+    family: Option<Family>,
 ) -> ApiResult<TokenPair> {
-    let (access_token, _) = state.auth.issue_access(uid, username, role)?;
+    let (access_token, claims) =
+        state
+            .auth
+            .issue_access(holder.uid, &holder.username, holder.role, holder.generation)?;
     let (refresh_token, hash) = tokens::new_refresh_token();
     let ttl = state.auth.refresh_ttl.as_secs() as f64;
+    let (family_id, family_started) = match family {
+        Some((id, started)) => (id, Some(started)),
+        None => (uuid::Uuid::new_v4().to_string(), None),
+    };
     client
         .execute(
-            "INSERT INTO api_refresh_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))",
-            &[&hash, &uid, &ttl],
+            "INSERT INTO api_refresh_tokens
+                 (token_hash, user_id, expires_at, family_id, family_started_at, access_jti, access_expires_at)
+             VALUES ($1, $2, now() + make_interval(secs => $3), $4, coalesce($5, now()), $6, to_timestamp($7))",
+            &[&hash, &holder.uid, &ttl, &family_id, &family_started, &claims.jti, &(claims.exp as f64)],
         )
         .await?;
     Ok(TokenPair {
@@ -111,8 +144,8 @@ async fn issue_pair(
         token_type: "Bearer".into(),
         expires_in: state.auth.access_ttl.as_secs(),
         refresh_token,
-        username: username.to_string(),
-        role,
+        username: holder.username.clone(),
+        role: holder.role,
     })
 }
 
@@ -129,21 +162,84 @@ pub async fn refresh(
     Json(request): Json<RefreshRequest>,
 ) -> ApiResult<axum::Json<TokenPair>> {
     let client = state.pool.get().await?;
+    let hash = tokens::hash_refresh_token(&request.refresh_token);
+    let absolute = state.config.refresh_absolute_ttl.as_secs() as f64;
     // Using a token revokes it in the same statement, so it rotates exactly once.
-    let row = client
+    let rotated = client
         .query_opt(
-            "UPDATE api_refresh_tokens r SET revoked_at = now() FROM users u
+            "UPDATE api_refresh_tokens r SET revoked_at = now(), revoked_reason = 'rotated' FROM users u
              WHERE r.token_hash = $1 AND r.revoked_at IS NULL AND r.expires_at > now()
+               AND r.family_started_at > now() - make_interval(secs => $2)
                AND u.id = r.user_id AND NOT u.disabled
-             RETURNING u.id, u.username, u.role",
-            &[&tokens::hash_refresh_token(&request.refresh_token)],
+             RETURNING u.id, u.username, u.role, u.token_generation, r.family_id, r.family_started_at",
+            &[&hash, &absolute],
         )
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("invalid, used or expired refresh token"))?;
+        .await?;
+    let Some(row) = rotated else {
+        revoke_family_if_reused(&state, &client, &hash).await?;
+        return Err(ApiError::unauthorized(
+            "invalid, used or expired refresh token",
+        ));
+    };
     let role = Role::parse(row.get(2)).ok_or_else(|| ApiError::unauthorized("unknown role"))?;
-    issue_pair(&state, &client, row.get(0), row.get::<_, &str>(1), role)
+    let holder = TokenHolder {
+        uid: row.get(0),
+        username: row.get(1),
+        role,
+        generation: row.get(3),
+    };
+    issue_pair(&state, &client, &holder, Some((row.get(4), row.get(5))))
         .await
         .map(axum::Json)
+}
+
+/// A refresh token refused because it was already rotated: revokes its whole family and the
+/// access tokens the family issued.
+async fn revoke_family_if_reused(
+    state: &AppState,
+    client: &deadpool_postgres::Client,
+    hash: &str,
+) -> Result<(), ApiError> {
+    let Some(used) = client
+        .query_opt(
+            "SELECT family_id, user_id FROM api_refresh_tokens WHERE token_hash = $1 AND revoked_reason = 'rotated'",
+            &[&hash],
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let family: String = used.get(0);
+    let uid: i64 = used.get(1);
+    let issued = client
+        .query(
+            "UPDATE api_refresh_tokens SET revoked_at = coalesce(revoked_at, now()),
+                    revoked_reason = CASE WHEN revoked_at IS NULL THEN 'family_reused' ELSE revoked_reason END
+             WHERE family_id = $1
+             RETURNING access_jti, extract(epoch FROM access_expires_at)::bigint",
+            &[&family],
+        )
+        .await?;
+    let now = chrono::Utc::now().timestamp();
+    for row in &issued {
+        let (Some(jti), Some(exp)) = (
+            row.get::<_, Option<String>>(0),
+            row.get::<_, Option<i64>>(1),
+        ) else {
+            continue;
+        };
+        if exp > now {
+            state.auth.revoke_jti(client, &jti, exp).await?;
+        }
+    }
+    telemetry::counter(
+        "vncguard_api_refresh_token_reuse_total",
+        "Refresh tokens presented again after rotation; each revoked its family",
+        &[],
+    )
+    .inc();
+    tracing::warn!(user_id = uid, family = %family, tokens = issued.len(), "a rotated refresh token was used again: its family is revoked");
+    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -175,10 +271,26 @@ pub async fn logout(
     if let Some(token) = request.refresh_token {
         client
             .execute(
-                "UPDATE api_refresh_tokens SET revoked_at = now() WHERE token_hash = $1 AND user_id = $2 AND revoked_at IS NULL",
+                "UPDATE api_refresh_tokens SET revoked_at = now(), revoked_reason = 'logout' WHERE token_hash = $1 AND user_id = $2 AND revoked_at IS NULL",
                 &[&tokens::hash_refresh_token(&token), &user.0.uid],
             )
             .await?;
     }
+    Ok(axum::Json(LoggedOut { revoked: true }))
+}
+
+/// Logs the caller out of every session: every access and refresh token they hold is refused,
+/// on every instance within the revocation follow period, and their open WebSockets close.
+#[utoipa::path(post, path = "/api/auth/logout-everywhere", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = LoggedOut), (status = 401, body = ErrorBody)))]
+pub async fn logout_everywhere(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<axum::Json<LoggedOut>> {
+    let client = state.pool.get().await?;
+    state
+        .auth
+        .supersede_tokens(&client, user.0.uid, "logout_everywhere")
+        .await?;
     Ok(axum::Json(LoggedOut { revoked: true }))
 }

@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/refresh", post(auth::refresh))
         .route("/api/auth/logout", post(auth::logout))
+        .route("/api/auth/logout-everywhere", post(auth::logout_everywhere))
         .route("/api/sessions", get(sessions::list))
         .route("/api/sessions/{id}", get(sessions::detail))
         .route("/api/sessions/{id}/quarantine", post(firewall::quarantine))

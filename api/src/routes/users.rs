@@ -1,5 +1,6 @@
-//! `/api/users` (admin only): list, create, change role / password / disabled. Disabling a user
-//! or changing their password revokes their refresh tokens.
+//! `/api/users` (admin only): list, create, change role / password / disabled. Disabling a user,
+//! changing their role or their password supersedes every token they hold (their open
+//! WebSockets close within the token check period).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -150,9 +151,10 @@ pub async fn update(
             tokens::check_password_policy("password", password)?;
             let password = password.clone();
             Some(
-                tokio::task::spawn_blocking(move || tokens::hash_password(&password))
-                    .await
-                    .map_err(|e| ApiError::unavailable("password hasher", e))??,
+                state
+                    .auth
+                    .hash_limited(move || tokens::hash_password(&password))
+                    .await??,
             )
         }
         None => None,
@@ -170,8 +172,9 @@ pub async fn update(
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     if hash.is_some() || change.disabled == Some(true) || change.role.is_some() {
-        client
-            .execute("UPDATE api_refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", &[&id])
+        state
+            .auth
+            .supersede_tokens(&client, id, "user_changed")
             .await?;
     }
     Ok(axum::Json(user_of(&row)))

@@ -108,7 +108,10 @@ impl Pipeline {
         }))?;
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let api = listener.local_addr()?.to_string();
-        embedded.serve_api(api::ApiConfig::new(vncguard::random_token(32)?), listener)?;
+        embedded.serve_api(
+            api::ApiConfig::new(api::secrets::random_secret(32)),
+            listener,
+        )?;
         let admin_password = rt
             .block_on(embedded.ensure_admin(ADMIN))?
             .context("the fresh database already had an admin")?;
@@ -134,7 +137,7 @@ impl Pipeline {
         let database = rt.block_on(TestDatabase::create())?;
         let logs = std::env::temp_dir().join(format!("vncguard-e2e-bench-{}", std::process::id()));
         std::fs::create_dir_all(&logs)?;
-        let admin_password = vncguard::random_token(12)?;
+        let admin_password = api::secrets::random_secret(12);
         let api_port = testkit::free_port()?;
         let metrics = || -> Result<(&'static str, String)> {
             Ok((
@@ -180,7 +183,7 @@ impl Pipeline {
                 &[
                     ("HOST", "127.0.0.1".to_string()),
                     ("PORT", api_port.to_string()),
-                    ("JWT_SECRET", vncguard::random_token(32)?),
+                    ("JWT_SECRET", api::secrets::random_secret(32)),
                     ("VNCGUARD_ADMIN_USER", ADMIN.to_string()),
                     ("VNCGUARD_ADMIN_PASSWORD", admin_password.clone()),
                 ],
