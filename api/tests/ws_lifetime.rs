@@ -89,25 +89,22 @@ async fn a_demoted_users_socket_is_closed_and_others_stay() {
     let api = support::start(MemoryBus::new(100), support::config()).await;
     let mut analyst = open(&api, &api.tokens[&Role::Analyst]).await;
     let mut viewer = open(&api, &api.tokens[&Role::Viewer]).await;
-    let (status, _) = api
-        .call(
-            Some(Role::Admin),
-            "PATCH",
-            "/api/users/2",
-            Some(json!({"role": "viewer"})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    // The analyst is user 2.
+    api.set_role(2, Role::Viewer).await;
     let (code, reason, _) = closed_within(&mut analyst, check_limit()).await;
     assert_eq!((code, reason.as_str()), (4401, "token superseded"));
     // The viewer's socket answers a ping after the analyst's closed: it was left alone.
-    viewer
+    assert_answers_ping(&mut viewer).await;
+}
+
+async fn assert_answers_ping(socket: &mut Socket) {
+    socket
         .send(Message::Text(json!({"type": "ping"}).to_string().into()))
         .await
         .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(10), viewer.next())
+    let reply = tokio::time::timeout(Duration::from_secs(10), socket.next())
         .await
-        .expect("the viewer's socket answers")
+        .expect("the socket answers")
         .unwrap()
         .unwrap();
     assert!(reply.to_text().unwrap().contains("pong"), "{reply:?}");
@@ -162,14 +159,5 @@ async fn an_oversized_first_message_is_refused_before_authentication() {
         .unwrap();
     let auth = json!({"type": "auth", "token": api.tokens[&Role::Viewer]}).to_string();
     socket.send(Message::Text(auth.into())).await.unwrap();
-    socket
-        .send(Message::Text(json!({"type": "ping"}).to_string().into()))
-        .await
-        .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(10), socket.next())
-        .await
-        .expect("an answer")
-        .unwrap()
-        .unwrap();
-    assert!(reply.to_text().unwrap().contains("pong"), "{reply:?}");
+    assert_answers_ping(&mut socket).await;
 }

@@ -131,6 +131,19 @@ impl TestApi {
         )
     }
 
+    /// An admin gives user `id` the role `role`.
+    pub async fn set_role(&self, id: i64, role: Role) {
+        let (status, body) = self
+            .call(
+                Some(Role::Admin),
+                "PATCH",
+                &format!("/api/users/{id}"),
+                Some(serde_json::json!({"role": role})),
+            )
+            .await;
+        assert_eq!(status, 200, "PATCH /api/users/{id}: {body}");
+    }
+
     pub async fn get(&self, role: Role, path: &str) -> serde_json::Value {
         let (status, body) = self.call(Some(role), "GET", path, None).await;
         assert_eq!(status, 200, "GET {path}: {body}");
