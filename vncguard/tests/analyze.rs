@@ -235,6 +235,7 @@ fn the_table_lists_sessions_and_threats() {
     assert!(threat_rows.iter().all(|row| row.contains(ATTACKER)));
     assert_eq!(
         text.lines()
+            .take_while(|line| !line.starts_with("THREATS"))
             .filter(|line| line.contains("127.0.0.1:5900") && line.contains(" failed "))
             .count(),
         5,
