@@ -15,7 +15,8 @@ use vncguard::{capture_files, Embedded, EmbeddedConfig};
 
 #[derive(Parser)]
 #[command(
-    about = "vncguard embedded mode: every stage in one process on the in-process bus",
+    about = "vncguard embedded mode: every stage in one process on the in-process bus \
+             (`vncguard analyze FILE...`: the same stages over capture files, offline)",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {

@@ -462,6 +462,62 @@ fn ecs_output_has_the_required_ecs_fields_and_types() {
     assert_no_secrets(&output, BRUTE_FORCE);
 }
 
+/// Lab captures that add up to more than `analyze::PROGRESS_MIN_BYTES` (16 MiB).
+const LARGE: [&str; 3] = [
+    "a_normal_vncauth.pcap",
+    "b_clipboard_classic.pcap",
+    "d_noauth_session.pcap",
+];
+
+#[test]
+fn the_progress_bar_shows_on_a_terminal_only() {
+    let files: Vec<PathBuf> = LARGE.iter().map(|name| lab_capture(name)).collect();
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(total >= vncguard::analyze::PROGRESS_MIN_BYTES);
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+
+    // stderr a pipe: no bar.
+    let piped = analyze(&["--format", "json"], &paths);
+    assert!(piped.status.success());
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("MiB"));
+
+    // stderr a terminal (util-linux `script` gives the program a pseudo-terminal): the bar, with
+    // the file names and the total size, and the JSON still on stdout.
+    let dir = tempdir();
+    let out = dir.join("out.jsonl");
+    let typescript = dir.join("typescript");
+    let mut command = format!(
+        "{} analyze --format json",
+        workspace_binary("vncguard").display()
+    );
+    for file in &files {
+        command.push_str(&format!(" '{}'", file.display()));
+    }
+    command.push_str(&format!(" > '{}'", out.display()));
+    let status = Command::new("script")
+        .args(["-q", "-e", "-c", &command])
+        .arg(&typescript)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("script (util-linux)");
+    assert!(status.success());
+    let terminal = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).to_string();
+    assert!(terminal.contains("a_normal_vncauth.pcap"), "{terminal}");
+    assert!(terminal.contains("MiB/"), "{terminal}");
+    let sessions = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains(r#""type":"session""#))
+        .count();
+    assert_eq!(sessions, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn tempdir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "vncguard-analyze-{}-{}",

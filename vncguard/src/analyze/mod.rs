@@ -167,7 +167,9 @@ fn replay_files(
     let mut packets = 0;
     let mut failures = Vec::new();
     for file in files {
-        bar.set_message(file.display().to_string());
+        // The file's name alone keeps the bar on one line of a narrow terminal.
+        let name = file.file_name().unwrap_or(file.as_os_str());
+        bar.set_message(name.to_string_lossy().into_owned());
         match replay_file(file, agent, events, &bar) {
             Ok(read) => packets += read,
             Err(error) => failures.push(FileFailure {
