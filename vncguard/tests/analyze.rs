@@ -1,5 +1,6 @@
 //! `vncguard analyze` on real captures, through the real binary: the brute force of the shared
-//! brute-force capture with no database (an unreachable `DATABASE_URL` proves none is used),
+//! brute-force capture with no database (an unreachable `DATABASE_URL` proves none is used) and
+//! with no network at all (a network namespace of its own),
 //! deterministic session ids, a truncated capture (exit 1, the offset named, the sessions before
 //! it printed), the table, storing through the sink with `--database-url`, and the SIEM formats:
 //! `--format eve` checked with a JSON Schema validator (Python's `jsonschema`, Debian's
@@ -125,6 +126,31 @@ fn the_brute_force_capture_prints_its_brute_force_without_a_database() {
         .collect();
     assert_eq!(ids.len(), threats.len());
     assert_no_secrets(&output, BRUTE_FORCE);
+}
+
+#[test]
+fn it_needs_no_network_at_all() {
+    // In a network namespace of its own (util-linux `unshare`, as root) not even loopback is up:
+    // no database, broker or listener could be reached or bound, and the analysis is the same.
+    let output = Command::new("unshare")
+        .arg("--net")
+        .arg(workspace_binary("vncguard"))
+        .args(["analyze", "--format", "json"])
+        .arg(lab_capture(BRUTE_FORCE))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("unshare (util-linux)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let records = lines(&output);
+    assert_eq!(of_type(&records, "session").len(), 8);
+    assert!(of_type(&records, "threat")
+        .iter()
+        .any(|t| t["threat_type"] == "brute_force"));
 }
 
 #[test]
