@@ -271,6 +271,12 @@ async fn tail(
         consumer.store(&batch);
     }
     consumer.commit().await?;
+    if undecodable.get() > 0 {
+        tracing::warn!(
+            skipped = undecodable.get(),
+            "records skipped because they did not decode"
+        );
+    }
     Ok(())
 }
 
