@@ -108,12 +108,15 @@ fn rfb_fields(summary: &SessionSummary) -> Map<String, Value> {
     }
     let mut authentication = Map::new();
     insert_some(&mut authentication, "security_type", summary.security_type);
-    // Suricata's words for the SecurityResult it read; a session that never got one (no
-    // authentication in 3.3/3.7, abandoned, unknown) has none, as in Suricata.
+    // Suricata's words for the SecurityResult: security type None has one from RFB 3.8 on and
+    // none before; an abandoned or unknown handshake has none, as in Suricata. TOOMANY is also
+    // the server's refusal before any authentication (Xvnc's "Too many security failures"
+    // blacklist), where Suricata would log only the reason.
     let result = match summary.auth_result {
         AuthResult::Ok => Some("OK"),
         AuthResult::Failed => Some("FAIL"),
         AuthResult::TooMany => Some("TOOMANY"),
+        AuthResult::NoneRequired if has_none_security_result(summary) => Some("OK"),
         AuthResult::NoneRequired | AuthResult::Abandoned | AuthResult::Unknown => None,
     };
     insert_some(&mut authentication, "security_result", result);
@@ -137,12 +140,27 @@ fn rfb_fields(summary: &SessionSummary) -> Map<String, Value> {
     rfb
 }
 
+/// RFB 3.8 and later send a SecurityResult after security type None (RFC 6143 7.1.3); the
+/// version in use is the lower of the two sides'.
+fn has_none_security_result(summary: &SessionSummary) -> bool {
+    let client = summary.client_version.as_deref().and_then(version_numbers);
+    let server = summary.server_version.as_deref().and_then(version_numbers);
+    match (client, server) {
+        (Some(client), Some(server)) => client.min(server) >= (3, 8),
+        _ => false,
+    }
+}
+
 /// `3.8` as Suricata prints the banner's digits: `{"major": "003", "minor": "008"}`.
 fn protocol_version(version: &str) -> Option<Value> {
+    let (major, minor) = version_numbers(version)?;
+    Some(json!({"major": format!("{major:03}"), "minor": format!("{minor:03}")}))
+}
+
+/// `3.8` as (3, 8).
+fn version_numbers(version: &str) -> Option<(u16, u16)> {
     let (major, minor) = version.split_once('.')?;
-    let digits =
-        |part: &str| -> Option<String> { part.parse::<u16>().ok().map(|n| format!("{n:03}")) };
-    Some(json!({"major": digits(major)?, "minor": digits(minor)?}))
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// The agent's pixel-format text (`32bpp depth 24 LE true-colour`, see the capture agent's

@@ -313,6 +313,7 @@ fn eve_output_passes_the_suricata_eve_check() {
         lab_capture(BRUTE_FORCE),
         lab_capture("e_scanner.pcap"),
         lab_capture("a2_normal_tigervnc_viewer.pcap"),
+        lab_capture("d_noauth_session.pcap"),
     ];
     let files: Vec<&Path> = captures.iter().map(PathBuf::as_path).collect();
     let output = analyze(&["--format", "eve"], &files);
@@ -355,6 +356,12 @@ fn eve_output_passes_the_suricata_eve_check() {
         .expect("a session with a framebuffer");
     assert_eq!(viewer["rfb"]["client_protocol_version"]["major"], "003");
     assert!(viewer["rfb"]["framebuffer"]["pixel_format"]["bits_per_pixel"].is_u64());
+    // RFB 3.8 with security type None has a SecurityResult (the lab's Xvnc SecurityTypes=None).
+    let none = rfb
+        .iter()
+        .find(|r| r["rfb"]["authentication"]["security_type"] == 1)
+        .expect("the session without authentication");
+    assert_eq!(none["rfb"]["authentication"]["security_result"], "OK");
     assert_no_secrets(&output, BRUTE_FORCE);
 }
 
