@@ -1,6 +1,9 @@
 //! The embedded mode: capture replay, enricher, scorer, sink and the API with its dashboard in one
 //! process on the in-process bus ([`bus::memory::MemoryBus`]), writing the local Postgres. The
-//! stages are the same code the distributed binaries run on Kafka.
+//! stages are the same code the distributed binaries run on Kafka. [`analyze`] runs the same
+//! stages over capture files offline.
+
+pub mod analyze;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -126,55 +129,19 @@ pub async fn ensure_database(url: &str) -> Result<()> {
 impl Embedded {
     /// Creates and migrates the database, then starts the enricher, scorer and sink.
     pub async fn start(config: EmbeddedConfig) -> Result<Embedded> {
-        ensure_database(&config.database_url).await?;
-        let pool = sink::connect_pool(&config.database_url, 8, Duration::from_secs(10))?;
-        {
-            let mut client = pool.get().await.context("connecting to Postgres")?;
-            sink::migrate::migrate(&mut client).await?;
-        }
+        let pool = migrated_pool(&config.database_url).await?;
 
         let bus = MemoryBus::new(config.bus_capacity);
         bus.ensure_topics(topics::ALL).await?;
         let (stop, stopped) = watch::channel(false);
-        let options = PipelineOptions::default();
-        let mut stages = Vec::new();
-
-        let geo = Arc::new(GeoDatabases::load(
+        let mut stages = spawn_scoring(
+            &bus,
             &config.geoip_city_db,
             &config.geoip_asn_db,
-        ));
-        let enricher = Enricher::new(geo, Reputation::new(None, None), EnricherConfig::default());
-        stages.push(tokio::spawn(pipeline::run(
-            bus.consumer("enricher", &[topics::SESSIONS_RAW.name])?,
-            bus.producer()?,
-            EnricherStage::new(enricher, NoHistory),
-            options.clone(),
-            until_stopped(stopped.clone()),
-        )));
-
-        stages.push(tokio::spawn(pipeline::run(
-            bus.consumer(
-                "scorer",
-                &[topics::SESSIONS_ENRICHED.name, topics::MODELS.name],
-            )?,
-            bus.producer()?,
-            ScoringStage::new(
-                ModelStore::new(DEFAULT_MODEL_NAME),
-                config.risk.clone(),
-                DEFAULT_THREAT_MEMORY,
-            ),
-            options.clone(),
-            until_stopped(stopped.clone()),
-        )));
-
-        let sink_topics: Vec<&str> = sink::INPUT_TOPICS.iter().map(|t| t.name).collect();
-        stages.push(tokio::spawn(pipeline::run(
-            bus.consumer("sink", &sink_topics)?,
-            bus.producer()?,
-            sink::SinkStage::new(pool.clone()),
-            options,
-            until_stopped(stopped),
-        )));
+            &config.risk,
+            &stopped,
+        )?;
+        stages.push(spawn_sink(&bus, pool.clone(), stopped)?);
 
         let replayed = Arc::new(Mutex::new(ReplayTotals::default()));
         let replay_done = Arc::new(Notify::new());
@@ -239,19 +206,10 @@ impl Embedded {
     }
 
     async fn replay_files(&self, files: &[PathBuf], at: Option<i64>) -> Result<u64> {
-        let options = PublishOptions {
-            overflow: Overflow::Wait,
-            ..PublishOptions::default()
-        };
-        let (mut events, publisher) = publish::spawn(
-            self.bus.producer()?,
-            options,
-            &tokio::runtime::Handle::current(),
-        );
         let files = files.to_vec();
         let agent = self.agent.clone();
         let replayed = self.replayed.clone();
-        tokio::task::spawn_blocking(move || {
+        let ((), published) = publish_events(&self.bus, move |events| {
             for file in &files {
                 let replay = match at {
                     None => Ok(ReplayOptions::default()),
@@ -259,7 +217,7 @@ impl Embedded {
                 };
                 let outcome = replay
                     .map_err(capture_agent::RunError::from)
-                    .and_then(|replay| capture_agent::replay_file(file, &agent, &mut events, replay));
+                    .and_then(|replay| capture_agent::replay_file(file, &agent, events, replay));
                 match outcome {
                     Ok(stats) => {
                         tracing::info!(file = %file.display(), ?stats, "replayed capture");
@@ -270,9 +228,8 @@ impl Embedded {
             }
         })
         .await?;
-        let report = publisher.await?;
         self.replay_done.notify_one();
-        Ok(report.published)
+        Ok(published)
     }
 
     /// Captures live on `interface` until the embedded mode stops, publishing onto the
@@ -360,6 +317,86 @@ impl Embedded {
             let _ = stage.await;
         }
     }
+}
+
+/// Starts the enricher and the scorer on `bus` until `stopped`: the stages between raw session
+/// events and scored sessions and threats, shared by the embedded mode and `vncguard analyze`.
+pub(crate) fn spawn_scoring(
+    bus: &MemoryBus,
+    geoip_city_db: &str,
+    geoip_asn_db: &str,
+    risk: &RiskConfig,
+    stopped: &watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let options = PipelineOptions::default();
+    let geo = Arc::new(GeoDatabases::load(geoip_city_db, geoip_asn_db));
+    let enricher = Enricher::new(geo, Reputation::new(None, None), EnricherConfig::default());
+    let enricher = tokio::spawn(pipeline::run(
+        bus.consumer("enricher", &[topics::SESSIONS_RAW.name])?,
+        bus.producer()?,
+        EnricherStage::new(enricher, NoHistory),
+        options.clone(),
+        until_stopped(stopped.clone()),
+    ));
+    let scorer = tokio::spawn(pipeline::run(
+        bus.consumer(
+            "scorer",
+            &[topics::SESSIONS_ENRICHED.name, topics::MODELS.name],
+        )?,
+        bus.producer()?,
+        ScoringStage::new(
+            ModelStore::new(DEFAULT_MODEL_NAME),
+            risk.clone(),
+            DEFAULT_THREAT_MEMORY,
+        ),
+        options,
+        until_stopped(stopped.clone()),
+    ));
+    Ok(vec![enricher, scorer])
+}
+
+/// Starts the sink on `bus`, writing `pool`'s database, until `stopped`.
+pub(crate) fn spawn_sink(
+    bus: &MemoryBus,
+    pool: Pool,
+    stopped: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>> {
+    let sink_topics: Vec<&str> = sink::INPUT_TOPICS.iter().map(|t| t.name).collect();
+    Ok(tokio::spawn(pipeline::run(
+        bus.consumer("sink", &sink_topics)?,
+        bus.producer()?,
+        sink::SinkStage::new(pool),
+        PipelineOptions::default(),
+        until_stopped(stopped),
+    )))
+}
+
+/// Connects to the database at `url`, creating and migrating it first.
+pub(crate) async fn migrated_pool(url: &str) -> Result<Pool> {
+    ensure_database(url).await?;
+    let pool = sink::connect_pool(url, 8, Duration::from_secs(10))?;
+    let mut client = pool.get().await.context("connecting to Postgres")?;
+    sink::migrate::migrate(&mut client).await?;
+    drop(client);
+    Ok(pool)
+}
+
+/// Runs `replay` (blocking: it reads capture files) with a capture agent's event sink that
+/// publishes onto `bus`, waiting at full queues rather than dropping; returns what `replay`
+/// returned and how many events were published.
+pub(crate) async fn publish_events<T: Send + 'static>(
+    bus: &MemoryBus,
+    replay: impl FnOnce(&mut dyn capture_agent::EventSink) -> T + Send + 'static,
+) -> Result<(T, u64)> {
+    let options = PublishOptions {
+        overflow: Overflow::Wait,
+        ..PublishOptions::default()
+    };
+    let (mut events, publisher) =
+        publish::spawn(bus.producer()?, options, &tokio::runtime::Handle::current());
+    let outcome = tokio::task::spawn_blocking(move || replay(&mut events)).await?;
+    let report = publisher.await?;
+    Ok((outcome, report.published))
 }
 
 /// The embedded agent's heartbeats: one at start, one after each replay, and one every

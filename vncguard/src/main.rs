@@ -1,5 +1,6 @@
 //! `vncguard`: the whole product in one process — capture replay, enricher, scorer, sink and the
-//! API with its dashboard on the in-process bus, writing the local Postgres.
+//! API with its dashboard on the in-process bus, writing the local Postgres; `vncguard analyze
+//! FILE...` runs the same stages over capture files offline and prints what they find.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,11 +9,106 @@ use anyhow::{Context, Result};
 use capture_agent::config::parse_duration;
 use capture_agent::live;
 use capture_agent::PortSet;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use vncguard::analyze::{self, AnalyzeConfig, Findings, Lines, Table};
 use vncguard::{capture_files, Embedded, EmbeddedConfig};
 
 #[derive(Parser)]
-#[command(about = "vncguard embedded mode: every stage in one process on the in-process bus")]
+#[command(
+    about = "vncguard embedded mode: every stage in one process on the in-process bus \
+             (`vncguard analyze FILE...`: the same stages over capture files, offline)",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    embedded: Args,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Offline forensics: run every stage over capture files (pcap, pcapng) and print the
+    /// sessions and threats found, without a database (like `zeek -r` or `suricata -r`). Exits
+    /// with 1 when a file cannot be read to its end, after printing what was read before.
+    Analyze(AnalyzeArgs),
+}
+
+/// How `analyze` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    /// vncguard's JSON lines: `{"type":"session",...}`, `{"type":"threat",...}`.
+    Json,
+    /// A readable table.
+    Table,
+    /// Suricata EVE JSON lines (`event_type` `rfb` and `alert`).
+    Eve,
+    /// Elastic Common Schema documents, one per line.
+    Ecs,
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// Capture files to analyse, in order.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Output format; default: a table when stdout is a terminal, JSON lines otherwise.
+    #[arg(long, value_enum)]
+    format: Option<OutputFormat>,
+    /// Also store the results in this Postgres database (created and migrated if missing).
+    /// A flag only, not `DATABASE_URL`: an analysis writes a database only when asked to.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Agent identity, part of every session id: the capture agent's own id gives the ids it
+    /// gave the same traffic.
+    #[arg(long, env = "AGENT_ID", default_value = "analyze")]
+    agent_id: String,
+    /// Also find RFB on any port by its banner.
+    #[arg(long, env = "AGENT_ANY_PORT")]
+    any_port: bool,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+    #[command(flatten)]
+    stages: StageArgs,
+}
+
+/// What the embedded mode and `analyze` both run: the capture agent's ports, the enricher's geo
+/// databases, the scorer's risk settings and kernel, the in-process bus, the logs.
+#[derive(clap::Args)]
+struct StageArgs {
+    /// TCP ports where VNC servers listen (live capture, and where a capture's RFB is looked
+    /// for): a list of ports and ranges.
+    #[arg(long, env = "VNC_PORTS", default_value = "5900-5905")]
+    vnc_ports: PortSet,
+    /// City geo databases (see `enricher --help`).
+    #[arg(long, env = "GEOIP_CITY_DB", default_value = ".data/geo")]
+    geoip_city_db: String,
+    /// ASN databases (see `enricher --help`).
+    #[arg(long, env = "GEOIP_ASN_DB", default_value = ".data/geo")]
+    geoip_asn_db: String,
+    /// Records each in-process topic holds before producers wait.
+    #[arg(long, env = "BUS_CAPACITY", default_value_t = 100_000)]
+    bus_capacity: usize,
+    #[command(flatten)]
+    risk: scorer::risk::RiskConfig,
+    #[command(flatten)]
+    log: telemetry::LogArgs,
+    #[command(flatten)]
+    forest_kernel: scorer::forest::KernelArgs,
+}
+
+impl StageArgs {
+    /// Starts the logs and chooses the forest kernel.
+    fn init(&self) -> Result<()> {
+        self.log.init();
+        self.forest_kernel
+            .apply()
+            .context("choosing the forest scoring kernel (--forest-kernel, FOREST_KERNEL)")
+    }
+}
+
+#[derive(clap::Args)]
 struct Args {
     /// Postgres database (created and migrated if missing).
     #[arg(
@@ -32,18 +128,6 @@ struct Args {
     /// the privilege the embedded mode says so and goes on with the samples.
     #[arg(long, env = "AGENT_INTERFACE", value_name = "IF")]
     interface: Option<String>,
-    /// TCP ports where VNC servers listen, for live capture: a list of ports and ranges.
-    #[arg(long, env = "VNC_PORTS", default_value = "5900-5905")]
-    vnc_ports: PortSet,
-    /// City geo databases (see `enricher --help`).
-    #[arg(long, env = "GEOIP_CITY_DB", default_value = ".data/geo")]
-    geoip_city_db: String,
-    /// ASN databases (see `enricher --help`).
-    #[arg(long, env = "GEOIP_ASN_DB", default_value = ".data/geo")]
-    geoip_asn_db: String,
-    /// Records each in-process topic holds before producers wait.
-    #[arg(long, env = "BUS_CAPACITY", default_value_t = 100_000)]
-    bus_capacity: usize,
     /// Identity of the embedded capture agent.
     #[arg(long, env = "AGENT_ID", default_value = "embedded")]
     agent_id: String,
@@ -66,32 +150,83 @@ struct Args {
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9100")]
     metrics_addr: std::net::SocketAddr,
     #[command(flatten)]
-    risk: scorer::risk::RiskConfig,
-    #[command(flatten)]
-    log: telemetry::LogArgs,
-    #[command(flatten)]
-    forest_kernel: scorer::forest::KernelArgs,
+    stages: StageArgs,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = Args::parse();
-    args.log.init();
-    args.forest_kernel
-        .apply()
-        .context("choosing the forest scoring kernel (--forest-kernel, FOREST_KERNEL)")?;
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    match cli.command {
+        Some(Command::Analyze(mut args)) => {
+            // An analysis's output is its data, on the terminal too: its logs start at warnings
+            // unless a filter was asked for.
+            let filter_source = matches
+                .subcommand_matches("analyze")
+                .and_then(|m| m.value_source("log_filter"));
+            if filter_source == Some(clap::parser::ValueSource::DefaultValue) {
+                args.stages.log.log_filter = "warn".into();
+            }
+            let clean = run_analyze(args).await?;
+            std::process::exit(if clean { 0 } else { 1 });
+        }
+        None => run_embedded(cli.embedded).await,
+    }
+}
+
+/// `vncguard analyze`; false when a file could not be read to its end.
+async fn run_analyze(args: AnalyzeArgs) -> Result<bool> {
+    use std::io::IsTerminal;
+    args.stages.init()?;
+    let stdout = std::io::stdout().lock();
+    let format = args.format.unwrap_or(if stdout.is_terminal() {
+        OutputFormat::Table
+    } else {
+        OutputFormat::Json
+    });
+    let stdout = std::io::BufWriter::new(stdout);
+    let mut findings: Box<dyn Findings> = match format {
+        OutputFormat::Table => Box::new(Table::new(stdout)),
+        OutputFormat::Json => Box::new(Lines::new(stdout, siem_formats::RecordFormat::Json)),
+        OutputFormat::Eve => Box::new(Lines::new(stdout, siem_formats::RecordFormat::Eve)),
+        OutputFormat::Ecs => Box::new(Lines::new(stdout, siem_formats::RecordFormat::Ecs)),
+    };
+    let config = AnalyzeConfig {
+        files: args.files,
+        agent: capture_agent::config::AgentConfig {
+            agent_id: args.agent_id,
+            ports: args.stages.vnc_ports,
+            any_port: args.any_port,
+            ..Default::default()
+        },
+        geoip_city_db: args.stages.geoip_city_db,
+        geoip_asn_db: args.stages.geoip_asn_db,
+        risk: args.stages.risk,
+        bus_capacity: args.stages.bus_capacity,
+        database_url: args.database_url,
+        progress: !args.no_progress,
+    };
+    let report = analyze::analyze(config, findings.as_mut()).await?;
+    for failure in &report.failures {
+        eprintln!("error: {}", failure.error);
+    }
+    Ok(report.failures.is_empty())
+}
+
+async fn run_embedded(args: Args) -> Result<()> {
+    args.stages.init()?;
     tokio::spawn(telemetry::serve_metrics(args.metrics_addr));
     let agent = capture_agent::config::AgentConfig {
         agent_id: args.agent_id.clone(),
-        ports: args.vnc_ports.clone(),
+        ports: args.stages.vnc_ports.clone(),
         ..Default::default()
     };
     let mut embedded = Embedded::start(EmbeddedConfig {
         database_url: args.database_url.clone(),
-        geoip_city_db: args.geoip_city_db,
-        geoip_asn_db: args.geoip_asn_db,
-        risk: args.risk,
-        bus_capacity: args.bus_capacity,
+        geoip_city_db: args.stages.geoip_city_db,
+        geoip_asn_db: args.stages.geoip_asn_db,
+        risk: args.stages.risk,
+        bus_capacity: args.stages.bus_capacity,
         agent,
     })
     .await?;
@@ -141,7 +276,7 @@ async fn main() -> Result<()> {
         match embedded.capture_live(interface) {
             Ok(()) => println!(
                 "  capturing live on {interface} (VNC ports {})",
-                args.vnc_ports
+                args.stages.vnc_ports
             ),
             Err(e) => println!("  NOT capturing live: {e:#}"),
         }

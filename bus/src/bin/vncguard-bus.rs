@@ -1,5 +1,6 @@
 //! Operator tool for the bus: create topics, produce and consume test payloads, relay one topic
-//! to another through the pipeline loop. Used by the bus tests and the kcat bench.
+//! to another through the pipeline loop, tail the scored sessions and threats as SIEM documents
+//! (`consume --format eve|ecs|json`). Used by the bus tests and the kcat bench.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,6 +13,9 @@ use bus::{
 };
 use clap::{Parser, Subcommand};
 use futures::{StreamExt, TryStreamExt};
+use schemas::topics::{SESSIONS_SCORED, THREATS};
+use schemas::{ScoredSession, SessionEventKind, Threat};
+use siem_formats::RecordFormat;
 
 #[derive(Parser)]
 #[command(about = "vncguard bus tool: topics, test payloads, relay through the pipeline loop")]
@@ -41,14 +45,21 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         chunk: usize,
     },
-    /// Consume COUNT records with a consumer group and report the rate.
+    /// Consume COUNT records with a consumer group and report the rate; with --format, tail
+    /// the scored-session and threat topics as SIEM documents on stdout instead.
     Consume {
+        /// The topic to read; with --format, default: vnc.sessions.scored and vnc.threats.
         #[arg(long)]
-        topic: String,
+        topic: Option<String>,
+        /// Records to read; with --format, documents to print (default: until SIGINT/SIGTERM).
         #[arg(long)]
-        count: u64,
+        count: Option<u64>,
         #[arg(long, default_value = "vncguard-bus-consume")]
         group: String,
+        /// Print each ended session and each threat (again when the scorer updates it) as a
+        /// JSON line: `json` (vncguard's own), `eve` (Suricata EVE rfb/alert) or `ecs`.
+        #[arg(long, value_enum)]
+        format: Option<RecordFormat>,
     },
     /// Copy records from one topic to another through the pipeline loop, printing the offsets it
     /// processed and committed (`processed TOPIC PARTITION FIRST LAST`, `committed TOPIC
@@ -144,7 +155,26 @@ async fn main() -> Result<()> {
             topic,
             count,
             group,
+            format: Some(format),
         } => {
+            let topics = match &topic {
+                Some(topic) => vec![topic.as_str()],
+                None => vec![SESSIONS_SCORED.name, THREATS.name],
+            };
+            let consumer = bus.consumer(&group, &topics)?;
+            tail(consumer, format, count, pipeline::shutdown_signal()).await?;
+        }
+        Command::Consume {
+            topic,
+            count,
+            group,
+            format: None,
+        } => {
+            let (Some(topic), Some(count)) = (topic, count) else {
+                anyhow::bail!(
+                    "consume needs --topic and --count (or --format to tail as SIEM documents)"
+                );
+            };
             let mut consumer = bus.consumer(&group, &[&topic])?;
             let mut seen = 0u64;
             let mut start = None;
@@ -197,6 +227,72 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints the scored sessions (each once, when it ended) and threats `consumer` reads as
+/// `format` documents, one per line, until `count` are printed or `shutdown`; offsets are
+/// stored after the lines are written and committed at the end. A record that does not decode
+/// is counted and logged, and the tail goes on.
+async fn tail(
+    mut consumer: impl Consumer,
+    format: RecordFormat,
+    count: Option<u64>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    use std::io::Write;
+    let undecodable = telemetry::counter(
+        "vncguard_bus_tail_undecodable_total",
+        "Records the SIEM tail (vncguard-bus consume --format) could not decode.",
+        &[],
+    );
+    let mut out = std::io::stdout().lock();
+    let mut printed = 0u64;
+    tokio::pin!(shutdown);
+    while count.is_none_or(|count| printed < count) {
+        let batch = tokio::select! {
+            _ = &mut shutdown => break,
+            batch = consumer.next_batch(1000, Duration::from_millis(500)) => batch?,
+        };
+        for record in &batch {
+            let document = match document(record, format) {
+                Ok(Some(document)) => document,
+                Ok(None) => continue,
+                Err(e) => {
+                    undecodable.inc();
+                    tracing::warn!(topic = %record.topic, offset = record.offset, error = %e, "record not decodable, skipped");
+                    continue;
+                }
+            };
+            serde_json::to_writer(&mut out, &document)?;
+            out.write_all(b"\n")?;
+            printed += 1;
+        }
+        out.flush()?;
+        consumer.store(&batch);
+    }
+    consumer.commit().await?;
+    if undecodable.get() > 0 {
+        tracing::warn!(
+            skipped = undecodable.get(),
+            "records skipped because they did not decode"
+        );
+    }
+    Ok(())
+}
+
+/// The document of one record: a scored session once it ended (its earlier states are not
+/// sessions yet), every threat; None for what is not printed.
+fn document(record: &Record, format: RecordFormat) -> Result<Option<serde_json::Value>> {
+    if record.topic == THREATS.name {
+        let threat: Threat = schemas::decode(&record.payload)?;
+        return Ok(Some(format.threat(&threat, None)));
+    }
+    if record.topic == SESSIONS_SCORED.name {
+        let scored: ScoredSession = schemas::decode(&record.payload)?;
+        let ended = scored.enriched.event.kind == SessionEventKind::Ended;
+        return Ok(ended.then(|| format.session(&scored)));
+    }
+    anyhow::bail!("{} holds neither scored sessions nor threats", record.topic)
 }
 
 fn report(what: &str, count: u64, elapsed: Duration) {
