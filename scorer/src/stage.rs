@@ -95,20 +95,30 @@ pub fn threats(
     model_version: &str,
 ) -> Vec<(Threat, f64)> {
     let summary = &session.event.summary;
-    let threat = |rule: &str, severity: Severity, description: String, evidence| Threat {
-        threat_id: threat_id(&summary.session_id, rule),
-        session_id: summary.session_id.clone(),
-        threat_type: rule.to_string(),
-        severity,
-        description,
-        source_ip: summary.client_ip.clone(),
-        target_ip: Some(summary.server_ip.clone()),
-        target_port: Some(summary.server_port),
-        risk_score: assessment.risk_score,
-        ml_confidence: forest_score,
-        evidence,
-        model_version: model_version.to_string(),
-        detected_at: chrono::Utc::now(),
+    let threat = |rule: &str,
+                  severity: Severity,
+                  description: String,
+                  mut evidence: BTreeMap<String, String>,
+                  verified: bool| {
+        // Also in the evidence, which the store keeps as the threat's metadata for the API and
+        // the dashboard.
+        evidence.insert("verified".to_string(), verified.to_string());
+        Threat {
+            threat_id: threat_id(&summary.session_id, rule),
+            session_id: summary.session_id.clone(),
+            threat_type: rule.to_string(),
+            severity,
+            description,
+            source_ip: summary.client_ip.clone(),
+            target_ip: Some(summary.server_ip.clone()),
+            target_port: Some(summary.server_port),
+            risk_score: assessment.risk_score,
+            ml_confidence: forest_score,
+            evidence,
+            model_version: model_version.to_string(),
+            detected_at: chrono::Utc::now(),
+            verified,
+        }
     };
     let mut threats: Vec<(Threat, f64)> = assessment
         .findings
@@ -121,6 +131,7 @@ pub fn threats(
                     severity,
                     finding.reason.clone(),
                     finding.evidence.clone(),
+                    finding.verified,
                 ),
                 finding.score,
             ))
@@ -163,6 +174,7 @@ pub fn threats(
                     assessment.risk_score
                 ),
                 evidence,
+                summary.handshake_verified,
             ),
             assessment.risk_score,
         ));
