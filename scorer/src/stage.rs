@@ -30,7 +30,7 @@ pub fn threat_id(session_id: &str, rule: &str) -> String {
 /// What was last published for each threat, bounded: least recently seen evicted first.
 pub struct ThreatMemory {
     capacity: usize,
-    last: HashMap<String, (Severity, i64, u64)>,
+    last: HashMap<String, (Severity, i64, bool, u64)>,
     by_age: BTreeMap<u64, String>,
     clock: u64,
     evictions: &'static Counter,
@@ -51,20 +51,30 @@ impl ThreatMemory {
         }
     }
 
-    /// True when the threat is new or its severity or (whole) score changed since it was
-    /// last published; remembers it either way.
-    pub fn changed(&mut self, threat_id: &str, severity: Severity, score: f64) -> bool {
+    /// True when the threat is new or its severity, (whole) score or verification changed
+    /// since it was last published; remembers it either way. A scan first raised on forged
+    /// probes and later backed by enough verified ones keeps its score, and must reach the
+    /// responder again to block.
+    pub fn changed(
+        &mut self,
+        threat_id: &str,
+        severity: Severity,
+        score: f64,
+        verified: bool,
+    ) -> bool {
         self.clock += 1;
         let score = score.round() as i64;
         let changed = match self.last.get(threat_id) {
-            Some(&(last_severity, last_score, stamp)) => {
+            Some(&(last_severity, last_score, last_verified, stamp)) => {
                 self.by_age.remove(&stamp);
-                last_severity != severity || last_score != score
+                last_severity != severity || last_score != score || last_verified != verified
             }
             None => true,
         };
-        self.last
-            .insert(threat_id.to_string(), (severity, score, self.clock));
+        self.last.insert(
+            threat_id.to_string(),
+            (severity, score, verified, self.clock),
+        );
         self.by_age.insert(self.clock, threat_id.to_string());
         while self.last.len() > self.capacity {
             let Some((_, oldest)) = self.by_age.pop_first() else {
@@ -275,7 +285,7 @@ impl ScoringStage {
         ) {
             if self
                 .published
-                .changed(&threat.threat_id, threat.severity, score)
+                .changed(&threat.threat_id, threat.severity, score, threat.verified)
             {
                 published.push(threat);
             } else {
@@ -384,15 +394,18 @@ mod tests {
     #[test]
     fn threat_memory_republishes_only_changes_and_stays_bounded() {
         let mut memory = ThreatMemory::new(2);
-        assert!(memory.changed("a", Severity::High, 70.0));
-        assert!(!memory.changed("a", Severity::High, 70.2));
-        assert!(memory.changed("a", Severity::Critical, 70.0));
-        assert!(memory.changed("b", Severity::Low, 20.0));
-        assert!(memory.changed("c", Severity::Low, 20.0));
+        assert!(memory.changed("a", Severity::High, 70.0, true));
+        assert!(!memory.changed("a", Severity::High, 70.2, true));
+        assert!(memory.changed("a", Severity::Critical, 70.0, true));
+        assert!(memory.changed("b", Severity::Low, 20.0, true));
+        assert!(memory.changed("c", Severity::Low, 20.0, true));
         assert_eq!(memory.len(), 2);
         // "a" was the least recently seen, so it was forgotten and counts as new.
-        assert!(memory.changed("a", Severity::Critical, 70.0));
-        assert!(!memory.changed("c", Severity::Low, 20.0));
+        assert!(memory.changed("a", Severity::Critical, 70.0, true));
+        assert!(!memory.changed("c", Severity::Low, 20.0, true));
+        // Verified evidence arriving for the same threat publishes it again.
+        assert!(memory.changed("c", Severity::Low, 20.0, false));
+        assert!(memory.changed("c", Severity::Low, 20.0, true));
     }
 
     #[test]
