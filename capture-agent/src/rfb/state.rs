@@ -1465,6 +1465,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn parse_buffers_share_one_budget_and_return_it() {
+        let budget = ParseBudget::new(12);
+        let (mut first, mut second) = (
+            RfbState::with_budget(budget.clone()),
+            RfbState::with_budget(budget.clone()),
+        );
+        let (mut log_first, mut log_second) = (Log::default(), Log::default());
+        // An incomplete banner waits in the buffer: its capacity (6 bytes or more) is charged.
+        first.feed(Dir::ServerToClient, b"RFB 00", &mut log_first);
+        let held = budget.used();
+        assert!((6..=12).contains(&held), "{held}");
+        assert!(!first.is_desynced(Dir::ServerToClient));
+        // Another session's would pass the limit: it loses framing and holds nothing.
+        second.feed(Dir::ServerToClient, b"RFB 00", &mut log_second);
+        assert!(second.is_desynced(Dir::ServerToClient));
+        assert_eq!(budget.refused(), 1);
+        assert!(log_second
+            .0
+            .iter()
+            .any(|e| e.contains("parse buffer budget exhausted")));
+        assert_eq!(budget.used(), held);
+        // The first session ends: its buffer returns to the budget.
+        drop(first);
+        assert_eq!(budget.used(), 0);
+    }
+
     fn run(chunks: &[(Dir, &[u8])]) -> Vec<String> {
         let mut st = RfbState::new();
         let mut log = Log::default();
