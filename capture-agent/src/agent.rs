@@ -3,16 +3,18 @@
 //! closed and idle connections, and a bounded flow table.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use schemas::{AgentHeartbeat, SessionEvent, SessionEventKind, Timestamp};
 
 use crate::capture::{decode, Packet};
 use crate::config::{AgentConfig, PortSet};
+use crate::flow::handshake::Handshake;
 use crate::flow::reassembly::{BufferBudget, Chunk};
 use crate::flow::{Connection, Content, FlowKey, FlowMap, TcpSegment};
 use crate::rfb::parser::could_be_banner;
-use crate::rfb::state::Dir;
+use crate::rfb::state::{Dir, ParseBudget};
 use crate::session::{EndReason, Nanos, Origin, Session, Traffic};
 
 /// Counters over everything the agent saw.
@@ -31,6 +33,12 @@ pub struct CaptureStats {
     pub not_tcp: u64,
     pub flows_created: u64,
     pub flows_evicted: u64,
+    /// Of `flows_evicted`: connections with no payload and no completed handshake (SYNs).
+    pub flows_evicted_half_open: u64,
+    /// Of `flows_evicted`: connections with payload but no verified handshake.
+    pub flows_evicted_unverified: u64,
+    /// Of `flows_evicted`: handshake-verified connections (only when nothing else was left).
+    pub flows_evicted_verified: u64,
     pub flows_active: u64,
     pub sessions_total: u64,
     pub sessions_active: u64,
@@ -38,8 +46,16 @@ pub struct CaptureStats {
     pub parse_errors: u64,
     /// Bytes missing from the capture in ended connections.
     pub gap_bytes: u64,
-    /// Out-of-order bytes buffered right now.
+    /// Memory held by out-of-order segments right now.
     pub buffered_bytes: u64,
+    /// Holes given up early: one direction reached `max_buffered_per_flow`.
+    pub reassembly_flow_cap_hits: u64,
+    /// Holes given up early: all directions together reached `max_buffered_total`.
+    pub reassembly_global_cap_hits: u64,
+    /// Capacity of every session's RFB parse buffers right now.
+    pub parse_buffered_bytes: u64,
+    /// Directions that lost framing because `max_parse_buffered_total` was reached.
+    pub parse_budget_refusals: u64,
 }
 
 impl CaptureStats {
@@ -87,7 +103,12 @@ struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn of(config: &'a AgentConfig, stats_interval: Nanos, conn: &Connection) -> Ctx<'a> {
+    fn of(
+        config: &'a AgentConfig,
+        stats_interval: Nanos,
+        parse_budget: &'a Arc<ParseBudget>,
+        conn: &Connection,
+    ) -> Ctx<'a> {
         Ctx {
             origin: Origin {
                 agent_id: &config.agent_id,
@@ -95,6 +116,7 @@ impl<'a> Ctx<'a> {
                 server: conn.server,
                 first_packet: conn.first_packet,
                 stats_interval,
+                parse_budget,
             },
             ports: &config.ports,
             syn_seen: conn.syn_seen,
@@ -147,9 +169,14 @@ fn decide(dir: Dir, data: &[u8], ctx: &Ctx<'_>) -> Content {
 /// The capture agent's analysis state.
 pub struct Agent {
     config: AgentConfig,
-    flows: FlowMap<Connection>,
+    /// Boxed, so the table holds a key and a pointer per flow: when hashbrown grows the table
+    /// (it doubles once evictions' tombstones use up its free slots, even at a constant flow
+    /// count), the old and new tables together cost 2 × 3 × 48 bytes per flow instead of
+    /// 3 × 392.
+    flows: FlowMap<Box<Connection>>,
     events: Vec<SessionEvent>,
     budget: BufferBudget,
+    parse_budget: Arc<ParseBudget>,
     stats: CaptureStats,
     now: Nanos,
     next_sweep: Option<Nanos>,
@@ -162,9 +189,10 @@ impl Agent {
     pub fn new(config: AgentConfig) -> Agent {
         Agent {
             budget: BufferBudget {
-                used: 0,
                 limit: config.max_buffered_total,
+                ..BufferBudget::default()
             },
+            parse_budget: ParseBudget::new(config.max_parse_buffered_total),
             stats_interval: ns(config.stats_interval).max(1),
             idle_timeout: ns(config.idle_timeout).max(1),
             linger: ns(config.close_linger),
@@ -199,6 +227,10 @@ impl Agent {
             .filter(|c| matches!(&c.content, Content::Session(s) if s.is_started()))
             .count() as u64;
         s.buffered_bytes = self.budget.used as u64;
+        s.reassembly_flow_cap_hits = self.budget.flow_cap_hits;
+        s.reassembly_global_cap_hits = self.budget.global_cap_hits;
+        s.parse_buffered_bytes = self.parse_budget.used() as u64;
+        s.parse_budget_refusals = self.parse_budget.refused();
         s
     }
 
@@ -299,7 +331,8 @@ impl Agent {
             let src = SocketAddr::new(seg.src, seg.src_port);
             let dst = SocketAddr::new(seg.dst, seg.dst_port);
             let (client, server) = orientation(seg, src, dst, ports);
-            self.flows.insert(key, Connection::new(client, server, ts));
+            self.flows
+                .insert(key, Box::new(Connection::new(client, server, ts)));
             self.stats.flows_created += 1;
         }
         let Some(conn) = self.flows.get_mut(&key) else {
@@ -323,8 +356,11 @@ impl Agent {
 
         let d = dir.index();
         conn.packets[d] += 1;
-        if seg.syn && !seg.ack_flag && dir == Dir::ClientToServer {
+        if seg.syn && !seg.ack_flag && dir == Dir::ClientToServer && !conn.syn_seen {
             conn.syn_seen = true;
+            conn.handshake = Handshake::from_syn(seg.seq);
+        } else {
+            conn.handshake.observe(dir, seg);
         }
         if seg.rst {
             conn.rst = true;
@@ -336,10 +372,10 @@ impl Agent {
             return;
         }
 
-        let ctx = Ctx::of(&self.config, self.stats_interval, conn);
+        let ctx = Ctx::of(&self.config, self.stats_interval, &self.parse_budget, conn);
         let Connection {
             streams, content, ..
-        } = conn;
+        } = &mut **conn;
         let [c2s, s2c] = streams;
         let (mine, peer) = match dir {
             Dir::ClientToServer => (c2s, s2c),
@@ -363,7 +399,7 @@ impl Agent {
         );
 
         if let Content::Session(s) = &mut conn.content {
-            let traffic = traffic_of(conn.packets, &conn.streams);
+            let traffic = traffic_of(conn.packets, &conn.streams, conn.handshake);
             let before = self.events.len();
             s.poll(ts, &traffic, &mut self.events);
             self.stats.sessions_total += self.events[before..]
@@ -404,29 +440,37 @@ impl Agent {
                 }
             } else if let Some(conn) = self.flows.get_mut(&key) {
                 if let Content::Session(s) = &mut conn.content {
-                    let traffic = traffic_of(conn.packets, &conn.streams);
+                    let traffic = traffic_of(conn.packets, &conn.streams, conn.handshake);
                     s.tick(now, &traffic, &mut self.events);
                 }
             }
         }
     }
 
-    /// Evicts the least recently active sixteenth of the flow table.
+    /// Evicts a sixteenth of the flow table: half-open connections first, then unverified
+    /// ones, then verified ones, each least recently active first. A flood of forged SYNs (or of
+    /// forged mid-stream segments) then only evicts its own kind while real, handshake-verified
+    /// sessions stay whole; a verified session goes only when nothing else is left to evict.
     fn evict(&mut self) {
         let n = (self.flows.len() / 16).max(1);
-        let mut ages: Vec<(Nanos, FlowKey)> = self
+        let mut ages: Vec<(EvictionClass, Nanos, FlowKey)> = self
             .flows
             .iter()
-            .map(|(k, c)| (c.last_packet, *k))
+            .map(|(k, c)| (EvictionClass::of(c), c.last_packet, *k))
             .collect();
         if n < ages.len() {
             ages.select_nth_unstable(n - 1);
             ages.truncate(n);
         }
         ages.sort_unstable();
-        for (_, key) in ages {
+        for (class, _, key) in ages {
             if let Some(conn) = self.flows.remove(&key) {
                 self.stats.flows_evicted += 1;
+                *match class {
+                    EvictionClass::HalfOpen => &mut self.stats.flows_evicted_half_open,
+                    EvictionClass::Unverified => &mut self.stats.flows_evicted_unverified,
+                    EvictionClass::Verified => &mut self.stats.flows_evicted_verified,
+                } += 1;
                 let reason = if conn.is_closing() {
                     conn.close_reason()
                 } else {
@@ -438,8 +482,9 @@ impl Agent {
     }
 
     /// Flushes a connection's reassembly (holes become gaps) and ends its session.
-    fn end_connection(&mut self, mut conn: Connection, reason: EndReason) {
-        let ctx = Ctx::of(&self.config, self.stats_interval, &conn);
+    fn end_connection(&mut self, conn: Box<Connection>, reason: EndReason) {
+        let mut conn = *conn;
+        let ctx = Ctx::of(&self.config, self.stats_interval, &self.parse_budget, &conn);
         {
             let Connection {
                 streams, content, ..
@@ -456,7 +501,7 @@ impl Agent {
                 stream.release(&mut self.budget);
             }
         }
-        let traffic = traffic_of(conn.packets, &conn.streams);
+        let traffic = traffic_of(conn.packets, &conn.streams, conn.handshake);
         self.stats.gap_bytes += traffic.gap_bytes;
         if let Content::Session(s) = &mut conn.content {
             let before = self.events.len();
@@ -475,7 +520,7 @@ impl Agent {
     /// Ends every connection: closed ones with `fin`/`rst`, the others with `reason`
     /// (`capture_end` at the end of a file, `shutdown` when the agent stops).
     pub fn finish(&mut self, reason: EndReason) {
-        let mut conns: Vec<Connection> = self.flows.drain().map(|(_, c)| c).collect();
+        let mut conns: Vec<Box<Connection>> = self.flows.drain().map(|(_, c)| c).collect();
         // Deterministic order: by first packet, then by address.
         conns.sort_by(|a, b| {
             (a.first_packet, a.client, a.server).cmp(&(b.first_packet, b.client, b.server))
@@ -491,11 +536,40 @@ impl Agent {
     }
 }
 
-fn traffic_of(packets: [u64; 2], streams: &[crate::flow::reassembly::HalfStream; 2]) -> Traffic {
+fn traffic_of(
+    packets: [u64; 2],
+    streams: &[crate::flow::reassembly::HalfStream; 2],
+    handshake: Handshake,
+) -> Traffic {
     Traffic {
         packets,
         bytes: [streams[0].counters.delivered, streams[1].counters.delivered],
         gap_bytes: streams[0].counters.gap + streams[1].counters.gap,
+        handshake_verified: handshake.is_verified(),
+    }
+}
+
+/// Which connections a full flow table gives up first (lowest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum EvictionClass {
+    /// No payload and no verified handshake: a SYN, a SYN-ACK, a port probe.
+    HalfOpen,
+    /// Payload without a verified handshake: a mid-stream pickup or forged segments.
+    Unverified,
+    Verified,
+}
+
+impl EvictionClass {
+    fn of(conn: &Connection) -> EvictionClass {
+        if conn.handshake.is_verified() {
+            EvictionClass::Verified
+        } else if conn.streams.iter().all(|s| s.counters.delivered == 0)
+            && matches!(conn.content, Content::Undecided)
+        {
+            EvictionClass::HalfOpen
+        } else {
+            EvictionClass::Unverified
+        }
     }
 }
 

@@ -127,8 +127,11 @@ pub struct AgentConfig {
     pub max_flows: usize,
     /// Most out-of-order bytes buffered for one direction of one connection.
     pub max_buffered_per_flow: usize,
-    /// Most out-of-order bytes buffered over all connections.
+    /// Most memory held by out-of-order segments over all connections (their copies and
+    /// bookkeeping, see `flow::reassembly`).
     pub max_buffered_total: usize,
+    /// Most memory held by RFB parse buffers over all sessions (`rfb::state::ParseBudget`).
+    pub max_parse_buffered_total: usize,
 }
 
 impl Default for AgentConfig {
@@ -143,6 +146,12 @@ impl Default for AgentConfig {
             max_flows: 100_000,
             max_buffered_per_flow: 1024 * 1024,
             max_buffered_total: 256 * 1024 * 1024,
+            // A session's parse buffer holds only an incomplete message header or handshake
+            // bytes waiting for the other side, a few hundred bytes in the lab captures; 64 MiB
+            // still holds 170 directions at the 192 KiB cap of one, far more sessions than a
+            // VNC host serves, and bounds what a flood of sessions that each leave a long
+            // incomplete message can hold. Past it, directions lose framing (counted).
+            max_parse_buffered_total: 64 * 1024 * 1024,
         }
     }
 }

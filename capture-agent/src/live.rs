@@ -139,6 +139,11 @@ struct LiveGauges {
     pcap_drops: &'static telemetry::Gauge,
     flows_active: &'static telemetry::Gauge,
     flows_evicted: &'static telemetry::Gauge,
+    /// Evictions by kind: half-open, unverified, verified.
+    flows_evicted_by_kind: [&'static telemetry::Gauge; 3],
+    reassembly_cap_hits: [&'static telemetry::Gauge; 2],
+    parse_buffered_bytes: &'static telemetry::Gauge,
+    parse_budget_refusals: &'static telemetry::Gauge,
     sessions_active: &'static telemetry::Gauge,
     sessions_total: &'static telemetry::Gauge,
     parse_errors: &'static telemetry::Gauge,
@@ -160,6 +165,30 @@ impl LiveGauges {
             flows_evicted: gauge(
                 "vncguard_agent_flows_evicted",
                 "Connections evicted past --max-flows.",
+                &[],
+            ),
+            flows_evicted_by_kind: ["half_open", "unverified", "verified"].map(|kind| {
+                gauge(
+                    "vncguard_agent_flows_evicted_by_kind",
+                    "Connections evicted past --max-flows, by kind: half-open (no payload, no verified handshake) go first, then unverified, then verified.",
+                    &[("kind", kind)],
+                )
+            }),
+            reassembly_cap_hits: ["flow", "global"].map(|budget| {
+                gauge(
+                    "vncguard_agent_reassembly_budget_hits",
+                    "Reassembly holes given up early because a budget was full (one direction's, or all connections').",
+                    &[("budget", budget)],
+                )
+            }),
+            parse_buffered_bytes: gauge(
+                "vncguard_agent_parse_buffered_bytes",
+                "Capacity of every session's RFB parse buffers.",
+                &[],
+            ),
+            parse_budget_refusals: gauge(
+                "vncguard_agent_parse_budget_refusals",
+                "Session directions that lost framing because the global parse-buffer budget was full.",
                 &[],
             ),
             sessions_active: gauge("vncguard_agent_sessions_active", "Open RFB sessions.", &[]),
@@ -186,6 +215,23 @@ impl LiveGauges {
         set(self.pcap_drops, pcap_drops);
         set(self.flows_active, stats.flows_active);
         set(self.flows_evicted, stats.flows_evicted);
+        let by_kind = [
+            stats.flows_evicted_half_open,
+            stats.flows_evicted_unverified,
+            stats.flows_evicted_verified,
+        ];
+        for (gauge, value) in self.flows_evicted_by_kind.iter().zip(by_kind) {
+            set(gauge, value);
+        }
+        let hits = [
+            stats.reassembly_flow_cap_hits,
+            stats.reassembly_global_cap_hits,
+        ];
+        for (gauge, value) in self.reassembly_cap_hits.iter().zip(hits) {
+            set(gauge, value);
+        }
+        set(self.parse_buffered_bytes, stats.parse_buffered_bytes);
+        set(self.parse_budget_refusals, stats.parse_budget_refusals);
         set(self.sessions_active, stats.sessions_active);
         set(self.sessions_total, stats.sessions_total);
         set(self.parse_errors, stats.parse_errors);

@@ -288,6 +288,12 @@ fn run_file(
                 sessions = stats.sessions_total,
                 flows = stats.flows_created,
                 evicted = stats.flows_evicted,
+                evicted_half_open = stats.flows_evicted_half_open,
+                evicted_unverified = stats.flows_evicted_unverified,
+                evicted_verified = stats.flows_evicted_verified,
+                reassembly_budget_hits =
+                    stats.reassembly_flow_cap_hits + stats.reassembly_global_cap_hits,
+                parse_budget_refusals = stats.parse_budget_refusals,
                 parse_errors = stats.parse_errors,
                 gap_bytes = stats.gap_bytes,
                 seconds = started.elapsed().as_secs_f64(),

@@ -13,15 +13,18 @@
 //!   (retransmitted copies excluded); `gap_bytes` counts the bytes missing from the capture.
 //! - `start_time` is the first packet of the connection (its SYN when seen), `end_time` its
 //!   last packet; `end_time` stays null until the session ends.
+//! - `handshake_verified`: the connection's TCP handshake proved its client receives the
+//!   server's packets ([`crate::flow::handshake`]); every event carries the state at its time.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use chrono::DateTime;
 use schemas::{AuthResult, SessionEvent, SessionEventKind, SessionSummary, Timestamp};
 use sha2::{Digest, Sha256};
 
 use crate::rfb::parser::{encodings, escape_text};
-use crate::rfb::state::{ClientKind, Dir, RfbEvent, RfbSink, RfbState, ServerKind};
+use crate::rfb::state::{ClientKind, Dir, ParseBudget, RfbEvent, RfbSink, RfbState, ServerKind};
 
 /// Why a session ended (`end_reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,12 +50,14 @@ impl EndReason {
     }
 }
 
-/// Traffic counters of a connection, kept by the flow layer.
+/// Traffic counters of a connection, kept by the flow layer, and what its TCP handshake proved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
     pub gap_bytes: u64,
+    /// See [`crate::flow::handshake`].
+    pub handshake_verified: bool,
 }
 
 /// Capture time in nanoseconds since the Unix epoch.
@@ -195,6 +200,8 @@ pub struct Origin<'a> {
     /// First packet of the connection.
     pub first_packet: Nanos,
     pub stats_interval: Nanos,
+    /// Shared by the parse buffers of every session.
+    pub parse_budget: &'a Arc<ParseBudget>,
 }
 
 impl Session {
@@ -224,7 +231,7 @@ impl Session {
                 started_due: false,
                 handshake_lost: false,
             },
-            rfb: RfbState::new(),
+            rfb: RfbState::with_budget(origin.parse_budget.clone()),
             seq: 0,
             next_stats: origin.first_packet.saturating_add(origin.stats_interval),
             stats_interval: origin.stats_interval.max(1),
@@ -235,7 +242,7 @@ impl Session {
     /// `partial`, with only the client direction able to find its framing again.
     pub fn new_midstream(origin: &Origin<'_>) -> Session {
         let mut s = Session::new(origin);
-        s.rfb = RfbState::new_midstream();
+        s.rfb = RfbState::new_midstream_with_budget(origin.parse_budget.clone());
         s.acc.summary.partial = true;
         s.acc.summary.desynced = true;
         s.acc.handshake_lost = true;
@@ -276,6 +283,7 @@ impl Session {
         s.bytes_c2s = traffic.bytes[0] as i64;
         s.bytes_s2c = traffic.bytes[1] as i64;
         s.gap_bytes = traffic.gap_bytes as i64;
+        s.handshake_verified = traffic.handshake_verified;
         s.clipboard_sha256 = self
             .acc
             .clipboard

@@ -118,6 +118,23 @@ pub fn compute_features(inputs: &FeatureInputs<'_>) -> BTreeMap<String, f64> {
             f64::from(context.distinct_ports),
         ),
         ("src_banner_only_window", f64::from(context.banner_only)),
+        ("handshake_verified", flag(summary.handshake_verified)),
+        (
+            "src_verified_failed_auth_window",
+            f64::from(context.verified.failed_auths),
+        ),
+        (
+            "src_verified_distinct_servers_window",
+            f64::from(context.verified.distinct_servers),
+        ),
+        (
+            "src_verified_distinct_ports_window",
+            f64::from(context.verified.distinct_ports),
+        ),
+        (
+            "src_verified_banner_only_window",
+            f64::from(context.verified.banner_only),
+        ),
         ("src_sessions_per_min", context.sessions_per_min),
         (
             "src_first_seen_age_secs",
@@ -177,6 +194,7 @@ mod tests {
             sessions_per_min: 0.4,
             distinct_servers: 1,
             distinct_ports: 1,
+            verified: Default::default(),
             first_seen: start,
             new_to_server: true,
             server_new_country: Some(false),

@@ -10,6 +10,11 @@
 //!
 //! Every table is bounded ([`WindowConfig`]) and evicts its least recently used entry, counted
 //! in `vncguard_enricher_evictions_total{table}`.
+//!
+//! What rules act on is counted twice: over every session, and over the handshake-verified
+//! sessions alone (`SessionSummary::handshake_verified`), whose client address cannot have been
+//! forged off-path. A session counts as verified by the state its event carries when the mark
+//! or contact is counted.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -75,12 +80,24 @@ pub struct SourceContext {
     pub sessions_per_min: f64,
     pub distinct_servers: u32,
     pub distinct_ports: u32,
+    /// `failed_auths`, `banner_only`, `distinct_servers` and `distinct_ports` over the
+    /// handshake-verified sessions alone.
+    pub verified: VerifiedCounts,
     pub first_seen: Timestamp,
     /// The event's session is the first from this source to its server.
     pub new_to_server: bool,
     /// The client's country was new among the server's clients when the session was first
     /// seen; None without a country.
     pub server_new_country: Option<bool>,
+}
+
+/// A source's counts over its handshake-verified sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifiedCounts {
+    pub failed_auths: u32,
+    pub banner_only: u32,
+    pub distinct_servers: u32,
+    pub distinct_ports: u32,
 }
 
 /// What one session contributes to its source's auth window.
@@ -92,9 +109,11 @@ enum Mark {
     AuthRefused,
     Abandoned,
     BannerOnly,
+    VerifiedAuthFailed,
+    VerifiedBannerOnly,
 }
 
-const MARKS: usize = 6;
+const MARKS: usize = 8;
 
 /// Contexts remembered per session, so an event seen again gets the answer it got the first time.
 const REMEMBERED_CONTEXTS: usize = 8;
@@ -122,6 +141,9 @@ struct SourceState {
     /// Last contact time per server and per port, within the contact window.
     servers: HashMap<String, Timestamp>,
     ports: HashMap<i32, Timestamp>,
+    /// The same, by handshake-verified sessions only.
+    verified_servers: HashMap<String, Timestamp>,
+    verified_ports: HashMap<i32, Timestamp>,
     /// Servers this source has reached, for novelty.
     reached: LruMap<String, ()>,
 }
@@ -163,6 +185,8 @@ impl SourceState {
             counts: [0; MARKS],
             servers: HashMap::new(),
             ports: HashMap::new(),
+            verified_servers: HashMap::new(),
+            verified_ports: HashMap::new(),
             reached: LruMap::new(config.max_servers_per_source, evictions.reached),
         }
     }
@@ -189,9 +213,18 @@ impl SourceState {
         let contact_floor = self.watermark - config.contact_window;
         self.servers.retain(|_, t| *t >= contact_floor);
         self.ports.retain(|_, t| *t >= contact_floor);
+        self.verified_servers.retain(|_, t| *t >= contact_floor);
+        self.verified_ports.retain(|_, t| *t >= contact_floor);
     }
 
-    fn contact(&mut self, server: &str, port: i32, config: &WindowConfig, evictions: &Evictions) {
+    fn contact(
+        &mut self,
+        server: &str,
+        port: i32,
+        verified: bool,
+        config: &WindowConfig,
+        evictions: &Evictions,
+    ) {
         let now = self.watermark;
         remember_contact(
             &mut self.servers,
@@ -201,6 +234,16 @@ impl SourceState {
             evictions,
         );
         remember_contact(&mut self.ports, port, now, config, evictions);
+        if verified {
+            remember_contact(
+                &mut self.verified_servers,
+                server.to_string(),
+                now,
+                config,
+                evictions,
+            );
+            remember_contact(&mut self.verified_ports, port, now, config, evictions);
+        }
     }
 }
 
@@ -300,6 +343,7 @@ impl PartitionWindows {
                 .reached
                 .touch_or_insert_with(summary.server_ip.as_str(), || ());
         }
+        let verified = summary.handshake_verified;
         let final_outcome = !matches!(summary.auth_result, AuthResult::Unknown);
         let carries_outcome =
             matches!(event.kind, SessionEventKind::Auth | SessionEventKind::Ended);
@@ -311,6 +355,9 @@ impl PartitionWindows {
                 AuthResult::TooMany => Some(Mark::AuthRefused),
                 AuthResult::Abandoned | AuthResult::Unknown => None,
             });
+            if verified && summary.auth_result == AuthResult::Failed {
+                counted.push(Mark::VerifiedAuthFailed);
+            }
         }
         if event.kind == SessionEventKind::Ended && !marks.end_counted {
             marks.end_counted = true;
@@ -318,6 +365,9 @@ impl PartitionWindows {
                 counted.push(Mark::Abandoned);
                 if summary.client_version.is_none() {
                     counted.push(Mark::BannerOnly);
+                    if verified {
+                        counted.push(Mark::VerifiedBannerOnly);
+                    }
                 }
             }
         }
@@ -326,7 +376,13 @@ impl PartitionWindows {
         for mark in counted {
             source.mark(mark);
         }
-        source.contact(&summary.server_ip, summary.server_port, config, evictions);
+        source.contact(
+            &summary.server_ip,
+            summary.server_port,
+            verified,
+            config,
+            evictions,
+        );
 
         let sessions = source.count(Mark::Session);
         let window_minutes = config.auth_window.num_milliseconds().max(1) as f64 / 60_000.0;
@@ -340,6 +396,12 @@ impl PartitionWindows {
             sessions_per_min: f64::from(sessions) / window_minutes,
             distinct_servers: source.servers.len() as u32,
             distinct_ports: source.ports.len() as u32,
+            verified: VerifiedCounts {
+                failed_auths: source.count(Mark::VerifiedAuthFailed),
+                banner_only: source.count(Mark::VerifiedBannerOnly),
+                distinct_servers: source.verified_servers.len() as u32,
+                distinct_ports: source.verified_ports.len() as u32,
+            },
             first_seen: source.first_seen,
             new_to_server,
             server_new_country,
@@ -411,6 +473,34 @@ mod tests {
         assert_eq!((ctx.sessions, ctx.failed_auths, ctx.ok_auths), (1, 0, 0));
         assert_eq!(ctx.distinct_servers, 1);
         assert_eq!(ctx.server_new_country, None);
+    }
+
+    #[test]
+    fn verified_counts_take_only_handshake_verified_sessions() {
+        let mut windows = PartitionWindows::new(WindowConfig::default());
+        let mut context = None;
+        for (n, verified) in [true, false, false, true, false].into_iter().enumerate() {
+            let mut e = event(
+                &format!("s{n}"),
+                SessionEventKind::Ended,
+                n as i64,
+                AuthResult::Failed,
+            );
+            e.summary.server_port = 5900 + n as i32;
+            e.summary.handshake_verified = verified;
+            context = Some(windows.observe(&e, None));
+        }
+        let context = context.unwrap();
+        assert_eq!((context.failed_auths, context.distinct_ports), (5, 5));
+        assert_eq!(
+            context.verified,
+            VerifiedCounts {
+                failed_auths: 2,
+                banner_only: 0,
+                distinct_servers: 1,
+                distinct_ports: 2,
+            }
+        );
     }
 
     #[test]

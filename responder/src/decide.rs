@@ -1,4 +1,5 @@
-//! From a threat to a decision: the policy's rule, the allow-list, the source's ban history
+//! From a threat to a decision: the policy's rule, verified evidence (a threat whose sessions
+//! did not complete a verified TCP handshake never blocks), the allow-list, the source's ban history
 //! (escalation), one block in force per source (extended, never duplicated) and deterministic
 //! decision ids (a replayed threat decides nothing new).
 
@@ -34,6 +35,9 @@ pub enum Verdict {
     Extend(Decision),
     /// No rule blocks this threat type at this severity.
     NoRule,
+    /// A rule would block, but the threat rests on sessions whose TCP handshake was not
+    /// verified (forgeable off-path): shown to analysts, never enough for an automatic block.
+    Unverified,
     /// The source is on the allow-list.
     AllowListed,
     /// The threat was decided before (a replay or an update of the same threat).
@@ -58,6 +62,7 @@ impl Verdict {
             Verdict::Block(_) => "block",
             Verdict::Extend(_) => "extend",
             Verdict::NoRule => "no_rule",
+            Verdict::Unverified => "unverified",
             Verdict::AllowListed => "allow_listed",
             Verdict::AlreadyDecided => "already_decided",
             Verdict::AlreadyBlocked => "already_blocked",
@@ -74,7 +79,7 @@ pub struct Responder {
 fn verdict_counter(verdict: &Verdict) -> &'static Counter {
     telemetry::counter(
         "vncguard_responder_verdicts_total",
-        "Threats by what the responder made of them (allow_listed: an automatic block refused by the allow-list).",
+        "Threats by what the responder made of them (allow_listed: an automatic block refused by the allow-list; unverified: refused because the threat's sessions did not complete a verified TCP handshake).",
         &[("verdict", verdict.label())],
     )
 }
@@ -139,6 +144,12 @@ impl Responder {
                 threat_type = %threat.threat_type,
                 "allow-listed source: no automatic decision"
             ),
+            Verdict::Unverified => tracing::warn!(
+                source = %threat.source_ip,
+                threat_id = %threat.threat_id,
+                threat_type = %threat.threat_type,
+                "threat without handshake-verified evidence: no automatic decision"
+            ),
             Verdict::Block(d) | Verdict::Extend(d) => tracing::info!(
                 decision_id = %d.decision_id,
                 source = %d.value,
@@ -161,6 +172,9 @@ impl Responder {
         else {
             return Verdict::NoRule;
         };
+        if !threat.verified {
+            return Verdict::Unverified;
+        }
         let Ok(source) = threat.source_ip.parse::<IpAddr>() else {
             return Verdict::InvalidSource;
         };

@@ -36,6 +36,7 @@ fn threat(id: &str, source: &str, threat_type: &str, severity: Severity) -> Thre
         evidence: BTreeMap::new(),
         model_version: "test".into(),
         detected_at: at(0),
+        verified: true,
     }
 }
 
@@ -168,6 +169,52 @@ fn below_the_rule_s_severity_or_without_a_rule_nothing_is_decided() {
     assert_eq!(responder.decide(&other, at(0)), Verdict::NoRule);
     let bad = threat("t3", "not-an-ip", "brute_force", Severity::High);
     assert_eq!(responder.decide(&bad, at(0)), Verdict::InvalidSource);
+}
+
+#[test]
+fn an_unverified_threat_never_blocks_and_is_counted() {
+    let mut responder = Responder::new(Policy {
+        rules: Policy::default().rules,
+        ..policy(60, 600)
+    });
+    let refused = || {
+        telemetry::render()
+            .lines()
+            .find(|l| {
+                l.starts_with("vncguard_responder_verdicts_total") && l.contains("\"unverified\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = refused();
+    // Every threat type the default policy blocks, at the highest severity, unverified.
+    for (n, kind) in [
+        "brute_force",
+        "password_spraying",
+        "scanning",
+        "auth_bypass_attempt",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut forged = threat(&format!("forged-{n}"), ATTACKER, kind, Severity::Critical);
+        forged.verified = false;
+        assert_eq!(
+            responder.decide(&forged, at(n as i64)),
+            Verdict::Unverified,
+            "{kind}"
+        );
+    }
+    assert!(refused() >= before + 4, "each refusal is counted");
+    assert_eq!(
+        responder.bans(ATTACKER),
+        0,
+        "no ban history from forged evidence"
+    );
+    // The same source with verified evidence is blocked, as its first ban (the default
+    // brute-force ban, not an escalated one).
+    let decision = block(responder.decide(&brute_force("real", ATTACKER), at(10)));
+    assert_eq!(decision.duration_secs, 3_600);
 }
 
 async fn read_all(consumer: &mut impl Consumer, want: usize) -> Vec<bus::Record> {

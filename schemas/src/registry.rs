@@ -67,21 +67,41 @@ const VERSIONS: &[(&str, u32, &str)] = &[
     (
         "vncguard.SessionEvent",
         1,
+        include_str!("../avro/history/vncguard.SessionEvent.v1.avsc"),
+    ),
+    (
+        "vncguard.SessionEvent",
+        2,
         include_str!("../avro/vncguard.SessionEvent.avsc"),
     ),
     (
         "vncguard.EnrichedSession",
         1,
+        include_str!("../avro/history/vncguard.EnrichedSession.v1.avsc"),
+    ),
+    (
+        "vncguard.EnrichedSession",
+        2,
         include_str!("../avro/vncguard.EnrichedSession.avsc"),
     ),
     (
         "vncguard.ScoredSession",
         1,
+        include_str!("../avro/history/vncguard.ScoredSession.v1.avsc"),
+    ),
+    (
+        "vncguard.ScoredSession",
+        2,
         include_str!("../avro/vncguard.ScoredSession.avsc"),
     ),
     (
         "vncguard.Threat",
         1,
+        include_str!("../avro/history/vncguard.Threat.v1.avsc"),
+    ),
+    (
+        "vncguard.Threat",
+        2,
         include_str!("../avro/vncguard.Threat.avsc"),
     ),
     (

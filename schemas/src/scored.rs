@@ -76,6 +76,10 @@ pub struct Threat {
     pub evidence: BTreeMap<String, String>,
     pub model_version: String,
     pub detected_at: Timestamp,
+    /// Handshake-verified sessions alone are enough for the rule; only such a threat may block
+    /// automatically. Absent (false) in version 1 records.
+    #[serde(default)]
+    pub verified: bool,
 }
 
 impl Event for Threat {

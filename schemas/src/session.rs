@@ -73,6 +73,11 @@ pub struct SessionSummary {
     pub encodings: Vec<i32>,
     pub parse_errors: i64,
     pub end_reason: Option<String>,
+    /// Client SYN, server SYN-ACK and the client's acknowledgement of the server's sequence
+    /// number were seen in order: evidence an off-path sender cannot forge. Absent (false) in
+    /// version 1 records.
+    #[serde(default)]
+    pub handshake_verified: bool,
 }
 
 impl SessionSummary {
@@ -127,6 +132,7 @@ impl SessionSummary {
             encodings: Vec::new(),
             parse_errors: 0,
             end_reason: None,
+            handshake_verified: false,
         }
     }
 }

@@ -202,6 +202,58 @@ fn a_version_2_reader_reads_version_1_records() {
     );
 }
 
+/// `Threat` as version 1 wrote it, before `verified`.
+#[derive(serde::Serialize)]
+struct ThreatV1 {
+    threat_id: String,
+    session_id: String,
+    threat_type: String,
+    severity: Severity,
+    description: String,
+    source_ip: String,
+    target_ip: Option<String>,
+    target_port: Option<i32>,
+    risk_score: f64,
+    ml_confidence: Option<f64>,
+    evidence: BTreeMap<String, String>,
+    model_version: String,
+    detected_at: Timestamp,
+}
+
+#[test]
+fn a_version_1_threat_reads_as_unverified() {
+    let versions: Vec<_> = registry().versions("vncguard.Threat").collect();
+    assert_eq!(versions.len(), 2);
+    let t = threat();
+    assert!(t.verified);
+    let old = ThreatV1 {
+        threat_id: t.threat_id.clone(),
+        session_id: t.session_id.clone(),
+        threat_type: t.threat_type.clone(),
+        severity: t.severity,
+        description: t.description.clone(),
+        source_ip: t.source_ip.clone(),
+        target_ip: t.target_ip.clone(),
+        target_port: t.target_port,
+        risk_score: t.risk_score,
+        ml_confidence: t.ml_confidence,
+        evidence: t.evidence.clone(),
+        model_version: t.model_version.clone(),
+        detected_at: t.detected_at,
+    };
+    let mut config = serde_avro_fast::ser::SerializerConfig::new(&versions[0].schema);
+    let bytes = serde_avro_fast::to_single_object_vec(&old, &mut config).unwrap();
+    // An old scorer's threat is never taken for verified evidence.
+    let read: Threat = decode(&bytes).unwrap();
+    assert_eq!(
+        read,
+        Threat {
+            verified: false,
+            ..t
+        }
+    );
+}
+
 #[test]
 fn bad_records_are_errors_not_panics() {
     assert!(matches!(

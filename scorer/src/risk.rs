@@ -111,6 +111,10 @@ pub struct Finding {
     pub reason: String,
     /// The facts behind it (counts, thresholds, addresses).
     pub evidence: BTreeMap<String, String>,
+    /// Handshake-verified sessions alone are enough for it (a session's finding: its own
+    /// handshake was verified; a window rule's: the verified sessions reach its threshold), so
+    /// no off-path sender of forged packets can have raised it.
+    pub verified: bool,
 }
 
 /// The scoring configuration: component weights and rule thresholds.
@@ -185,6 +189,7 @@ pub fn assess(
                 severity: None,
                 reason: format!("isolation forest score {score:.3} (0.5 is ordinary)"),
                 evidence: BTreeMap::from([("forest_score".into(), format!("{score:.4}"))]),
+                verified: session.event.summary.handshake_verified,
             });
             anomaly
         }
@@ -196,6 +201,7 @@ pub fn assess(
                 severity: None,
                 reason: "no model has been trained yet, so the anomaly component is 0".into(),
                 evidence: BTreeMap::new(),
+                verified: session.event.summary.handshake_verified,
             });
             0.0
         }

@@ -113,6 +113,7 @@ fn finding(
         severity,
         reason,
         evidence,
+        verified: false,
     }
 }
 
@@ -128,6 +129,9 @@ pub fn evaluate(
     findings.extend(brute_force(summary, &features, config));
     findings.extend(password_spraying(summary, &features, config));
     findings.extend(scanning(summary, &features, config));
+    // The rules above count a window and judge their own evidence; the findings below are about
+    // this session alone, as verified as its handshake.
+    let window_findings = findings.len();
     findings.extend(no_authentication(summary, &features));
     findings.extend(auth_bypass_attempt(summary));
     findings.extend(weak_authentication(summary, &features));
@@ -153,6 +157,9 @@ pub fn evaluate(
             ]),
         ));
     }
+    for finding in &mut findings[window_findings..] {
+        finding.verified = summary.handshake_verified;
+    }
     findings
 }
 
@@ -170,6 +177,8 @@ fn brute_force(
         return None;
     }
     let succeeded = summary.auth_result == AuthResult::Ok;
+    let verified_failures = features.count("src_verified_failed_auth_window");
+    let verified = verified_failures >= max_retry || (refused && summary.handshake_verified);
     let (severity, score) = if succeeded {
         (Severity::Critical, 100.0)
     } else {
@@ -188,19 +197,26 @@ fn brute_force(
     if succeeded {
         reason.push_str("; this login then succeeded");
     }
-    Some(finding(
-        "brute_force",
-        Component::Threat,
-        score,
-        Some(severity),
-        reason,
-        evidence([
-            ("source_ip", summary.client_ip.clone()),
-            ("failed_logins_in_window", failures.to_string()),
-            ("max_retry", config.brute_force_max_retry.to_string()),
-            ("auth_result", summary.auth_result.as_str().to_string()),
-        ]),
-    ))
+    Some(Finding {
+        verified,
+        ..finding(
+            "brute_force",
+            Component::Threat,
+            score,
+            Some(severity),
+            reason,
+            evidence([
+                ("source_ip", summary.client_ip.clone()),
+                ("failed_logins_in_window", failures.to_string()),
+                (
+                    "verified_failed_logins_in_window",
+                    verified_failures.to_string(),
+                ),
+                ("max_retry", config.brute_force_max_retry.to_string()),
+                ("auth_result", summary.auth_result.as_str().to_string()),
+            ]),
+        )
+    })
 }
 
 /// Failures against many servers from one source: one password tried everywhere.
@@ -215,25 +231,46 @@ fn password_spraying(
     if servers < min_servers || failures < min_servers {
         return None;
     }
-    Some(finding(
-        "password_spraying",
-        Component::Threat,
-        80.0,
-        Some(Severity::High),
-        format!(
-            "{} failed logins on {servers} servers within the window",
-            summary.client_ip
-        ),
-        evidence([
-            ("source_ip", summary.client_ip.clone()),
-            ("distinct_servers_in_window", servers.to_string()),
-            ("failed_logins_in_window", failures.to_string()),
-        ]),
-    ))
+    let verified_servers = features.count("src_verified_distinct_servers_window");
+    let verified_failures = features.count("src_verified_failed_auth_window");
+    Some(Finding {
+        verified: verified_servers >= min_servers && verified_failures >= min_servers,
+        ..finding(
+            "password_spraying",
+            Component::Threat,
+            80.0,
+            Some(Severity::High),
+            format!(
+                "{} failed logins on {servers} servers within the window",
+                summary.client_ip
+            ),
+            evidence([
+                ("source_ip", summary.client_ip.clone()),
+                ("distinct_servers_in_window", servers.to_string()),
+                ("failed_logins_in_window", failures.to_string()),
+                (
+                    "verified_distinct_servers_in_window",
+                    verified_servers.to_string(),
+                ),
+                (
+                    "verified_failed_logins_in_window",
+                    verified_failures.to_string(),
+                ),
+            ]),
+        )
+    })
 }
 
 /// Connections that read the banner and left, or many ports and servers probed, from one
 /// source, when this session itself never authenticated.
+///
+/// A probe counts towards a verified scan only when its session's handshake was verified: it
+/// reached a listening port (the session spoke RFB) and its client proved it receives the
+/// server's packets. Forged segments (the 15 packets "from" an admin's workstation to
+/// five ports) and SYN scans (a SYN answered by a RST at a closed port, or reset by the scanner
+/// at an open one) never complete a handshake, so they alert but cannot block: a real SYN scan
+/// is detected and shown, and only a scan that connects (nmap -sT or -sV, a banner grabber)
+/// can ban its source automatically.
 fn scanning(summary: &SessionSummary, features: &Features, config: &RuleConfig) -> Option<Finding> {
     if matches!(
         summary.auth_result,
@@ -248,22 +285,33 @@ fn scanning(summary: &SessionSummary, features: &Features, config: &RuleConfig) 
     if banner_only < min_probes && ports < min_probes && servers < min_probes {
         return None;
     }
-    Some(finding(
-        "scanning",
-        Component::Threat,
-        60.0,
-        Some(Severity::Medium),
-        format!(
-            "{} probed {ports} ports on {servers} servers and left {banner_only} handshakes unfinished within the window",
-            summary.client_ip
-        ),
-        evidence([
-            ("source_ip", summary.client_ip.clone()),
-            ("banner_only_in_window", banner_only.to_string()),
-            ("distinct_ports_in_window", ports.to_string()),
-            ("distinct_servers_in_window", servers.to_string()),
-        ]),
-    ))
+    let verified_banner_only = features.count("src_verified_banner_only_window");
+    let verified_ports = features.count("src_verified_distinct_ports_window");
+    let verified_servers = features.count("src_verified_distinct_servers_window");
+    Some(Finding {
+        verified: verified_banner_only >= min_probes
+            || verified_ports >= min_probes
+            || verified_servers >= min_probes,
+        ..finding(
+            "scanning",
+            Component::Threat,
+            60.0,
+            Some(Severity::Medium),
+            format!(
+                "{} probed {ports} ports on {servers} servers and left {banner_only} handshakes unfinished within the window",
+                summary.client_ip
+            ),
+            evidence([
+                ("source_ip", summary.client_ip.clone()),
+                ("banner_only_in_window", banner_only.to_string()),
+                ("distinct_ports_in_window", ports.to_string()),
+                ("distinct_servers_in_window", servers.to_string()),
+                ("verified_banner_only_in_window", verified_banner_only.to_string()),
+                ("verified_distinct_ports_in_window", verified_ports.to_string()),
+                ("verified_distinct_servers_in_window", verified_servers.to_string()),
+            ]),
+        )
+    })
 }
 
 fn no_authentication(summary: &SessionSummary, features: &Features) -> Option<Finding> {

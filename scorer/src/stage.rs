@@ -30,7 +30,7 @@ pub fn threat_id(session_id: &str, rule: &str) -> String {
 /// What was last published for each threat, bounded: least recently seen evicted first.
 pub struct ThreatMemory {
     capacity: usize,
-    last: HashMap<String, (Severity, i64, u64)>,
+    last: HashMap<String, (Severity, i64, bool, u64)>,
     by_age: BTreeMap<u64, String>,
     clock: u64,
     evictions: &'static Counter,
@@ -51,20 +51,30 @@ impl ThreatMemory {
         }
     }
 
-    /// True when the threat is new or its severity or (whole) score changed since it was
-    /// last published; remembers it either way.
-    pub fn changed(&mut self, threat_id: &str, severity: Severity, score: f64) -> bool {
+    /// True when the threat is new or its severity, (whole) score or verification changed
+    /// since it was last published; remembers it either way. A scan first raised on forged
+    /// probes and later backed by enough verified ones keeps its score, and must reach the
+    /// responder again to block.
+    pub fn changed(
+        &mut self,
+        threat_id: &str,
+        severity: Severity,
+        score: f64,
+        verified: bool,
+    ) -> bool {
         self.clock += 1;
         let score = score.round() as i64;
         let changed = match self.last.get(threat_id) {
-            Some(&(last_severity, last_score, stamp)) => {
+            Some(&(last_severity, last_score, last_verified, stamp)) => {
                 self.by_age.remove(&stamp);
-                last_severity != severity || last_score != score
+                last_severity != severity || last_score != score || last_verified != verified
             }
             None => true,
         };
-        self.last
-            .insert(threat_id.to_string(), (severity, score, self.clock));
+        self.last.insert(
+            threat_id.to_string(),
+            (severity, score, verified, self.clock),
+        );
         self.by_age.insert(self.clock, threat_id.to_string());
         while self.last.len() > self.capacity {
             let Some((_, oldest)) = self.by_age.pop_first() else {
@@ -95,20 +105,30 @@ pub fn threats(
     model_version: &str,
 ) -> Vec<(Threat, f64)> {
     let summary = &session.event.summary;
-    let threat = |rule: &str, severity: Severity, description: String, evidence| Threat {
-        threat_id: threat_id(&summary.session_id, rule),
-        session_id: summary.session_id.clone(),
-        threat_type: rule.to_string(),
-        severity,
-        description,
-        source_ip: summary.client_ip.clone(),
-        target_ip: Some(summary.server_ip.clone()),
-        target_port: Some(summary.server_port),
-        risk_score: assessment.risk_score,
-        ml_confidence: forest_score,
-        evidence,
-        model_version: model_version.to_string(),
-        detected_at: chrono::Utc::now(),
+    let threat = |rule: &str,
+                  severity: Severity,
+                  description: String,
+                  mut evidence: BTreeMap<String, String>,
+                  verified: bool| {
+        // Also in the evidence, which the store keeps as the threat's metadata for the API and
+        // the dashboard.
+        evidence.insert("verified".to_string(), verified.to_string());
+        Threat {
+            threat_id: threat_id(&summary.session_id, rule),
+            session_id: summary.session_id.clone(),
+            threat_type: rule.to_string(),
+            severity,
+            description,
+            source_ip: summary.client_ip.clone(),
+            target_ip: Some(summary.server_ip.clone()),
+            target_port: Some(summary.server_port),
+            risk_score: assessment.risk_score,
+            ml_confidence: forest_score,
+            evidence,
+            model_version: model_version.to_string(),
+            detected_at: chrono::Utc::now(),
+            verified,
+        }
     };
     let mut threats: Vec<(Threat, f64)> = assessment
         .findings
@@ -121,6 +141,7 @@ pub fn threats(
                     severity,
                     finding.reason.clone(),
                     finding.evidence.clone(),
+                    finding.verified,
                 ),
                 finding.score,
             ))
@@ -163,6 +184,7 @@ pub fn threats(
                     assessment.risk_score
                 ),
                 evidence,
+                summary.handshake_verified,
             ),
             assessment.risk_score,
         ));
@@ -263,7 +285,7 @@ impl ScoringStage {
         ) {
             if self
                 .published
-                .changed(&threat.threat_id, threat.severity, score)
+                .changed(&threat.threat_id, threat.severity, score, threat.verified)
             {
                 published.push(threat);
             } else {
@@ -372,15 +394,18 @@ mod tests {
     #[test]
     fn threat_memory_republishes_only_changes_and_stays_bounded() {
         let mut memory = ThreatMemory::new(2);
-        assert!(memory.changed("a", Severity::High, 70.0));
-        assert!(!memory.changed("a", Severity::High, 70.2));
-        assert!(memory.changed("a", Severity::Critical, 70.0));
-        assert!(memory.changed("b", Severity::Low, 20.0));
-        assert!(memory.changed("c", Severity::Low, 20.0));
+        assert!(memory.changed("a", Severity::High, 70.0, true));
+        assert!(!memory.changed("a", Severity::High, 70.2, true));
+        assert!(memory.changed("a", Severity::Critical, 70.0, true));
+        assert!(memory.changed("b", Severity::Low, 20.0, true));
+        assert!(memory.changed("c", Severity::Low, 20.0, true));
         assert_eq!(memory.len(), 2);
         // "a" was the least recently seen, so it was forgotten and counts as new.
-        assert!(memory.changed("a", Severity::Critical, 70.0));
-        assert!(!memory.changed("c", Severity::Low, 20.0));
+        assert!(memory.changed("a", Severity::Critical, 70.0, true));
+        assert!(!memory.changed("c", Severity::Low, 20.0, true));
+        // Verified evidence arriving for the same threat publishes it again.
+        assert!(memory.changed("c", Severity::Low, 20.0, false));
+        assert!(memory.changed("c", Severity::Low, 20.0, true));
     }
 
     #[test]

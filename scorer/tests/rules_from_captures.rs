@@ -56,6 +56,9 @@ fn brute_force_captures_yield_brute_force_naming_the_source() {
             "{capture}"
         );
         assert!(brute.iter().all(|t| t.evidence["source_ip"] == "127.0.0.1"));
+        // Real logins over completed handshakes: verified evidence, enough for a block.
+        assert!(brute.iter().any(|t| t.verified), "{capture}");
+        assert!(brute.iter().all(|t| t.evidence.contains_key("verified")));
     }
     // nmap found the password: the login after the failures is the critical one.
     let c2 = threats_of("c2_bruteforce_nmap_success");
@@ -74,6 +77,8 @@ fn scanner_capture_yields_a_scan() {
     let threats = threats_of("e_scanner");
     let scans = threats.get("scanning").expect("scan threat");
     assert!(scans.iter().all(|t| t.source_ip == "127.0.0.1"));
+    // The scanner connected: its probes completed verified handshakes, so the scan may block.
+    assert!(scans.iter().any(|t| t.verified), "{scans:#?}");
 }
 
 #[test]

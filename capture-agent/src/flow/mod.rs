@@ -1,6 +1,7 @@
 //! TCP connections: the flow key and its hasher, the per-connection state (orientation, two
 //! reassembled directions, traffic counters, the session) and the bounded flow table.
 
+pub mod handshake;
 pub mod reassembly;
 
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::rfb::state::Dir;
 use crate::session::{EndReason, Nanos, Session};
+use handshake::Handshake;
 use reassembly::HalfStream;
 
 /// One TCP segment as decoded from a frame.
@@ -154,6 +156,8 @@ pub struct Connection {
     pub packets: [u64; 2],
     /// The client's SYN was seen: the connection is seen from its start.
     pub syn_seen: bool,
+    /// How far the TCP handshake proves the client real.
+    pub handshake: Handshake,
     pub fin: [bool; 2],
     pub rst: bool,
     pub content: Content,
@@ -169,6 +173,7 @@ impl Connection {
             streams: [HalfStream::default(), HalfStream::default()],
             packets: [0; 2],
             syn_seen: false,
+            handshake: Handshake::Unverifiable,
             fin: [false; 2],
             rst: false,
             content: Content::Undecided,

@@ -1,10 +1,15 @@
 //! Reassembly of one direction of a TCP connection.
 //!
 //! In-order payload is handed to the consumer where it lies (no copy). Only segments that arrive
-//! ahead of a hole are copied, into a per-direction map bounded by a per-flow and a global byte
-//! budget. A hole is given up as a gap (and reported to the consumer) when the receiver's
+//! ahead of a hole are copied, into a per-direction map bounded by a per-flow and a global
+//! memory budget. A hole is given up as a gap (and reported to the consumer) when the receiver's
 //! acknowledgements show the missing bytes were delivered past the capture, when a budget is
 //! exhausted, or when the connection ends.
+//!
+//! The budgets count what buffering allocates, not payload bytes: a segment costs its copy
+//! rounded up to the allocator's 16-byte granularity plus [`SEGMENT_OVERHEAD`], and a direction
+//! holding any segment pays [`TREE_OVERHEAD`] for its map. Counting payload alone let a sender
+//! of one-byte segments ahead of a hole hold about a hundred times the budget.
 
 use std::collections::BTreeMap;
 
@@ -16,11 +21,29 @@ pub enum Chunk<'a> {
     Gap(u64),
 }
 
-/// Bytes buffered out of order across all flows, shared by every [`HalfStream`].
+/// Memory held by out-of-order segments across all flows, shared by every [`HalfStream`].
 #[derive(Debug, Default)]
 pub struct BufferBudget {
     pub used: usize,
     pub limit: usize,
+    /// Holes given up early because one direction reached its own cap.
+    pub flow_cap_hits: u64,
+    /// Holes given up early because the global budget was full.
+    pub global_cap_hits: u64,
+}
+
+/// What one buffered segment costs beyond its (rounded) payload: its key and `Vec` header in
+/// the B-tree (8 + 24 bytes in a node of up to 11 entries that is at least half full, so up to
+/// 64 bytes with the node's share of its header) and the allocator's chunk header of the copy
+/// (16 bytes with glibc). Over-counting by a few bytes only gives holes up a little earlier.
+pub const SEGMENT_OVERHEAD: usize = 96;
+/// The root node a map allocates with its first entry (11 keys and values of 32 bytes, links
+/// and lengths), freed when the map empties.
+pub const TREE_OVERHEAD: usize = 400;
+
+/// The memory a buffered copy of `payload` bytes takes.
+fn segment_cost(payload: usize) -> usize {
+    payload.next_multiple_of(16) + SEGMENT_OVERHEAD
 }
 
 /// Counters of one direction.
@@ -50,6 +73,7 @@ pub struct HalfStream {
     pub saw_syn: bool,
     /// Out-of-order segments by stream offset.
     ahead: BTreeMap<u64, Vec<u8>>,
+    /// Memory charged for `ahead` (segments and the map itself).
     ahead_bytes: usize,
     /// Stream offset just past the FIN, once seen.
     fin_offset: Option<u64>,
@@ -69,7 +93,7 @@ impl HalfStream {
         self.fin_offset.is_some_and(|f| self.offset >= f)
     }
 
-    /// Bytes currently buffered out of order.
+    /// Memory currently held by out-of-order segments.
     pub fn buffered(&self) -> usize {
         self.ahead_bytes
     }
@@ -142,19 +166,29 @@ impl HalfStream {
         // Ahead of a hole: keep a copy (truncated segments are left to the gap logic).
         self.counters.out_of_order += 1;
         let key = start as u64;
-        if payload.len() > max_buffered {
+        let cost = segment_cost(payload.len())
+            + if self.ahead.is_empty() {
+                TREE_OVERHEAD
+            } else {
+                0
+            };
+        if cost > max_buffered {
             // Cannot wait for the hole: give it up now.
+            budget.flow_cap_hits += 1;
             self.skip_to(key, out);
             self.drain(budget, out);
             self.deliver(payload, out);
             self.drain(budget, out);
             return;
         }
-        while self.ahead_bytes + payload.len() > max_buffered
-            || budget.used + payload.len() > budget.limit
-        {
+        while self.ahead_bytes + cost > max_buffered || budget.used + cost > budget.limit {
             if self.ahead.is_empty() {
                 break;
+            }
+            if self.ahead_bytes + cost > max_buffered {
+                budget.flow_cap_hits += 1;
+            } else {
+                budget.global_cap_hits += 1;
             }
             self.give_up_hole(budget, out);
         }
@@ -167,8 +201,15 @@ impl HalfStream {
             self.drain(budget, out);
             return;
         }
-        if budget.used + payload.len() > budget.limit {
+        let cost = segment_cost(payload.len())
+            + if self.ahead.is_empty() {
+                TREE_OVERHEAD
+            } else {
+                0
+            };
+        if budget.used + cost > budget.limit {
             // No room anywhere: skip to this segment.
+            budget.global_cap_hits += 1;
             self.skip_to(key, out);
             self.deliver(payload, out);
             self.drain(budget, out);
@@ -179,12 +220,13 @@ impl HalfStream {
                 self.counters.duplicate += payload.len() as u64;
             }
             _ => {
-                if let Some(old) = self.ahead.insert(key, payload.to_vec()) {
-                    self.ahead_bytes -= old.len();
-                    budget.used -= old.len();
+                if self.ahead.is_empty() {
+                    self.charge(TREE_OVERHEAD, budget);
                 }
-                self.ahead_bytes += payload.len();
-                budget.used += payload.len();
+                if let Some(old) = self.ahead.insert(key, payload.to_vec()) {
+                    self.uncharge(segment_cost(old.len()), budget);
+                }
+                self.charge(segment_cost(payload.len()), budget);
             }
         }
         self.resolve_acked_holes(budget, out);
@@ -269,6 +311,16 @@ impl HalfStream {
         out(Chunk::Gap(lost));
     }
 
+    fn charge(&mut self, cost: usize, budget: &mut BufferBudget) {
+        self.ahead_bytes += cost;
+        budget.used += cost;
+    }
+
+    fn uncharge(&mut self, cost: usize, budget: &mut BufferBudget) {
+        self.ahead_bytes -= cost;
+        budget.used -= cost;
+    }
+
     /// Delivers buffered segments that the stream has caught up with.
     fn drain<F: FnMut(Chunk<'_>)>(&mut self, budget: &mut BufferBudget, out: &mut F) {
         while let Some(entry) = self.ahead.first_entry() {
@@ -277,8 +329,12 @@ impl HalfStream {
                 break;
             }
             let data = entry.remove();
-            self.ahead_bytes -= data.len();
-            budget.used -= data.len();
+            self.uncharge(segment_cost(data.len()), budget);
+            if self.ahead.is_empty() {
+                // An emptied map keeps its root node: free it with the charge.
+                self.ahead = BTreeMap::new();
+                self.uncharge(TREE_OVERHEAD, budget);
+            }
             let end = start + data.len() as u64;
             if end <= self.offset {
                 self.counters.duplicate += data.len() as u64;
@@ -290,11 +346,11 @@ impl HalfStream {
         }
     }
 
-    /// Drops everything buffered (the flow is going away), returning the bytes to the budget.
+    /// Drops everything buffered (the flow is going away), returning its memory to the budget.
     pub fn release(&mut self, budget: &mut BufferBudget) {
         budget.used -= self.ahead_bytes;
         self.ahead_bytes = 0;
-        self.ahead.clear();
+        self.ahead = BTreeMap::new();
     }
 }
 
@@ -304,8 +360,8 @@ mod tests {
 
     fn collect(stream: &mut HalfStream, segs: &[(u32, &[u8])]) -> (Vec<u8>, u64) {
         let mut budget = BufferBudget {
-            used: 0,
             limit: 1 << 20,
+            ..BufferBudget::default()
         };
         let mut data = Vec::new();
         let mut gaps = 0;
@@ -352,6 +408,40 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_counts_allocation_not_payload() {
+        // One-byte segments ahead of a hole: each costs far more than its byte.
+        let limit = 64 * 1024;
+        let mut budget = BufferBudget {
+            limit,
+            ..BufferBudget::default()
+        };
+        let mut s = HalfStream::default();
+        let mut out = |_: Chunk<'_>| {};
+        s.accept(1000, false, false, b"a", 0, 1 << 20, &mut budget, &mut out);
+        for n in 0..10_000u32 {
+            s.accept(
+                1002 + 2 * n,
+                false,
+                false,
+                b"x",
+                0,
+                1 << 20,
+                &mut budget,
+                &mut out,
+            );
+            assert!(budget.used <= limit, "{} over {limit}", budget.used);
+        }
+        assert!(budget.global_cap_hits > 0);
+        // 10,000 payload bytes would have fitted a payload-only budget of 64 KiB.
+        assert!(
+            s.counters.gap > 0,
+            "holes were given up to stay within the budget"
+        );
+        s.release(&mut budget);
+        assert_eq!(budget.used, 0);
+    }
+
+    #[test]
     fn sequence_wraps() {
         let mut s = HalfStream::default();
         let (data, _) = collect(&mut s, &[(u32::MAX - 1, b"ab"), (1, b"de"), (0, b"c")]);
@@ -362,8 +452,8 @@ mod tests {
     fn hole_becomes_a_gap_when_acknowledged() {
         let mut s = HalfStream::default();
         let mut budget = BufferBudget {
-            used: 0,
             limit: 1 << 20,
+            ..BufferBudget::default()
         };
         let mut seen = Vec::new();
         let mut out = |c: Chunk<'_>| {

@@ -9,9 +9,68 @@
 //! header) becomes desynchronised: it keeps counting and tries to find a message boundary again
 //! at the start of each later segment.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use schemas::AuthResult;
 
 use super::parser::{self, *};
+
+/// Memory held by the parse buffers of every session (their capacity), shared by all of them.
+/// [`MAX_PENDING`] bounds one direction; this bounds their sum, which without it grows with the
+/// flow table (100,000 flows × 2 × 192 KiB is 37 GiB). A direction whose buffer would take the
+/// sum past the limit loses framing (as a message too large for its buffer does) and frees its
+/// buffer; the check runs after each segment, so the sum may pass the limit by one segment's
+/// growth of one buffer.
+#[derive(Debug)]
+pub struct ParseBudget {
+    used: AtomicUsize,
+    limit: usize,
+    refused: AtomicU64,
+}
+
+impl ParseBudget {
+    pub fn new(limit: usize) -> Arc<ParseBudget> {
+        Arc::new(ParseBudget {
+            used: AtomicUsize::new(0),
+            limit,
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes of buffer capacity held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Directions that lost framing because the budget was full.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    fn try_charge(&self, bytes: usize) -> bool {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            if used.saturating_add(bytes) > self.limit {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + bytes,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
 
 /// Direction of the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -231,6 +290,8 @@ enum SkipKind {
 struct Half {
     phase: Phase,
     buf: Vec<u8>,
+    /// Capacity of `buf` charged to the [`ParseBudget`].
+    charged: usize,
     skip: u64,
     skip_kind: SkipKind,
     /// The direction reached the message phase once (resynchronisation is allowed).
@@ -242,6 +303,7 @@ impl Half {
         Half {
             phase,
             buf: Vec::new(),
+            charged: 0,
             skip: 0,
             skip_kind: SkipKind::Discard,
             framed: false,
@@ -254,6 +316,7 @@ impl Half {
 pub struct RfbState {
     halves: [Half; 2],
     pub neg: Negotiation,
+    budget: Arc<ParseBudget>,
 }
 
 impl Default for RfbState {
@@ -262,19 +325,39 @@ impl Default for RfbState {
     }
 }
 
+impl Drop for RfbState {
+    fn drop(&mut self) {
+        for h in &self.halves {
+            self.budget.release(h.charged);
+        }
+    }
+}
+
 impl RfbState {
-    /// A connection seen from its start.
+    /// A connection seen from its start, with a budget of its own (no limit beyond
+    /// [`MAX_PENDING`] per direction).
     pub fn new() -> RfbState {
+        RfbState::with_budget(ParseBudget::new(usize::MAX))
+    }
+
+    /// A connection seen from its start whose buffers count against `budget`.
+    pub fn with_budget(budget: Arc<ParseBudget>) -> RfbState {
         RfbState {
             halves: [Half::new(Phase::Version), Half::new(Phase::Version)],
             neg: Negotiation::default(),
+            budget,
         }
     }
 
     /// A connection picked up mid-stream: both directions start without framing; the client
     /// direction may find a message boundary again.
     pub fn new_midstream() -> RfbState {
-        let mut s = RfbState::new();
+        RfbState::new_midstream_with_budget(ParseBudget::new(usize::MAX))
+    }
+
+    /// [`RfbState::new_midstream`] with buffers that count against `budget`.
+    pub fn new_midstream_with_budget(budget: Arc<ParseBudget>) -> RfbState {
+        let mut s = RfbState::with_budget(budget);
         for h in &mut s.halves {
             h.phase = Phase::Desynced;
         }
@@ -307,6 +390,25 @@ impl RfbState {
             let progressed = self.retry(other, sink) | self.retry(dir, sink);
             if !progressed {
                 break;
+            }
+        }
+        self.account(dir, sink);
+        self.account(dir.other(), sink);
+    }
+
+    /// Charges (or returns) the change in a direction's buffer capacity to the budget; a
+    /// direction the budget cannot afford loses framing and frees its buffer.
+    fn account<S: RfbSink>(&mut self, dir: Dir, sink: &mut S) {
+        let h = &mut self.halves[dir.index()];
+        let capacity = h.buf.capacity();
+        if capacity < h.charged {
+            self.budget.release(h.charged - capacity);
+            h.charged = capacity;
+        } else if capacity > h.charged {
+            if self.budget.try_charge(capacity - h.charged) {
+                h.charged = capacity;
+            } else {
+                self.desync(dir, "parse buffer budget exhausted", false, sink);
             }
         }
     }
@@ -444,7 +546,10 @@ impl RfbState {
     ) {
         let h = &mut self.halves[dir.index()];
         h.phase = Phase::Desynced;
-        h.buf.clear();
+        // A desynchronised direction buffers nothing again: free the memory.
+        h.buf = Vec::new();
+        self.budget.release(h.charged);
+        h.charged = 0;
         h.skip = 0;
         sink.on_event(
             dir,
@@ -1358,6 +1463,33 @@ mod tests {
             };
             self.0.push(text);
         }
+    }
+
+    #[test]
+    fn parse_buffers_share_one_budget_and_return_it() {
+        let budget = ParseBudget::new(12);
+        let (mut first, mut second) = (
+            RfbState::with_budget(budget.clone()),
+            RfbState::with_budget(budget.clone()),
+        );
+        let (mut log_first, mut log_second) = (Log::default(), Log::default());
+        // An incomplete banner waits in the buffer: its capacity (6 bytes or more) is charged.
+        first.feed(Dir::ServerToClient, b"RFB 00", &mut log_first);
+        let held = budget.used();
+        assert!((6..=12).contains(&held), "{held}");
+        assert!(!first.is_desynced(Dir::ServerToClient));
+        // Another session's would pass the limit: it loses framing and holds nothing.
+        second.feed(Dir::ServerToClient, b"RFB 00", &mut log_second);
+        assert!(second.is_desynced(Dir::ServerToClient));
+        assert_eq!(budget.refused(), 1);
+        assert!(log_second
+            .0
+            .iter()
+            .any(|e| e.contains("parse buffer budget exhausted")));
+        assert_eq!(budget.used(), held);
+        // The first session ends: its buffer returns to the budget.
+        drop(first);
+        assert_eq!(budget.used(), 0);
     }
 
     fn run(chunks: &[(Dir, &[u8])]) -> Vec<String> {

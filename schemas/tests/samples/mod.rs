@@ -42,6 +42,7 @@ pub fn summary() -> SessionSummary {
     s.clipboard_sha256 = Some("ab".repeat(32));
     s.encodings = vec![0, 1, -224];
     s.end_reason = Some("fin".into());
+    s.handshake_verified = true;
     s
 }
 
@@ -112,6 +113,7 @@ pub fn threat() -> Threat {
         evidence: BTreeMap::from([("failures".into(), "5".into())]),
         model_version: "forest-3".into(),
         detected_at: time(33),
+        verified: true,
     }
 }
 

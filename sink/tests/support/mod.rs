@@ -130,6 +130,7 @@ pub fn threat(n: u32) -> Threat {
         evidence: BTreeMap::from([("failures".to_string(), "12".to_string())]),
         model_version: "m1".into(),
         detected_at: at(i64::from(n)),
+        verified: n.is_multiple_of(2),
     }
 }
 

@@ -79,6 +79,15 @@ function threatCard(initial, fresh) {
       }, field('Block for', duration), h('button', { type: 'submit', class: 'btn danger small' }, `Block ${threat.source_ip}`)));
   }
 
+  // A threat from the scorer says whether its evidence is handshake-verified (`verified` on the
+  // live feed, in the metadata from the API); an analyst's manual entry says nothing (null).
+  function verifiedOf(entry) {
+    if (typeof entry.verified === 'boolean') return entry.verified;
+    const facts = entry.metadata || entry.evidence || {};
+    if (!('verified' in facts)) return null;
+    return facts.verified === true || facts.verified === 'true';
+  }
+
   function draw() {
     const sev = String(threat.severity || 'low').toLowerCase();
     item.className = `threat sev-border-${sev}${fresh ? ' fresh' : ''}`;
@@ -88,6 +97,9 @@ function threatCard(initial, fresh) {
       h('div', { class: 'threat-head' },
         severity(sev),
         h('span', { class: 'title' }, label(threat.threat_type)),
+        verifiedOf(threat) === false
+          ? h('span', { class: 'badge unverified', title: 'Not enough of its sessions completed a verified TCP handshake: the evidence may be forged by an off-path sender, so it is shown but never blocks automatically.' }, 'unverified')
+          : null,
         h('span', { class: `status-${threat.status || 'open'}` }, text(threat.status || 'open'), threat.close_reason ? ` (${label(threat.close_reason)})` : ''),
         h('span', { class: 'muted', title: time(threat.timestamp || threat.detected_at) }, ago(threat.timestamp || threat.detected_at))),
       h('div', {}, text(threat.description)),
