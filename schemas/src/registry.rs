@@ -68,6 +68,11 @@ const VERSIONS: &[(&str, u32, &str)] = &[
     (
         "vncguard.ScoredSession",
         1,
+        include_str!("../avro/history/scored_session.v1.avsc"),
+    ),
+    (
+        "vncguard.ScoredSession",
+        2,
         include_str!("../avro/scored_session.avsc"),
     ),
     ("vncguard.Threat", 1, include_str!("../avro/threat.avsc")),

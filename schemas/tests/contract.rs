@@ -81,12 +81,16 @@ fn scored() -> ScoredSession {
         risk_score: 81.5,
         anomaly_score: 64.0,
         components: RiskComponents {
-            anomaly: 0.64,
-            threat: 1.0,
-            behavioral: 0.5,
-            geographic: 0.2,
+            anomaly: 64.0,
+            threat: 100.0,
+            behavioral: 50.0,
+            geographic: 20.0,
             temporal: 0.0,
             weights: vec![0.3, 0.25, 0.2, 0.15, 0.1],
+            composite: 57.2,
+            floor: Some("high".into()),
+            floor_rule: Some("brute_force".into()),
+            anomaly_status: None,
         },
         reasons: vec![RiskReason {
             rule: "brute_force".into(),
@@ -359,6 +363,73 @@ fn a_version_2_reader_reads_version_1_records() {
             ..h
         }
     );
+}
+
+/// Risk components as scorers of `ScoredSession` version 1 wrote them, before the composite,
+/// the floor and the anomaly status existed.
+#[derive(serde::Serialize)]
+struct RiskComponentsV1 {
+    anomaly: f64,
+    threat: f64,
+    behavioral: f64,
+    geographic: f64,
+    temporal: f64,
+    weights: Vec<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct ScoredSessionV1 {
+    enriched: EnrichedSession,
+    risk_score: f64,
+    anomaly_score: f64,
+    components: RiskComponentsV1,
+    reasons: Vec<RiskReason>,
+    model_version: String,
+    scored_at: Timestamp,
+}
+
+#[test]
+fn a_scored_session_version_2_reader_reads_version_1_records() {
+    let versions: Vec<_> = registry().versions("vncguard.ScoredSession").collect();
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_ne!(versions[0].fingerprint(), versions[1].fingerprint());
+
+    let s = scored();
+    let c = &s.components;
+    let old = ScoredSessionV1 {
+        enriched: s.enriched.clone(),
+        risk_score: s.risk_score,
+        anomaly_score: s.anomaly_score,
+        components: RiskComponentsV1 {
+            anomaly: c.anomaly,
+            threat: c.threat,
+            behavioral: c.behavioral,
+            geographic: c.geographic,
+            temporal: c.temporal,
+            weights: c.weights.clone(),
+        },
+        reasons: s.reasons.clone(),
+        model_version: s.model_version.clone(),
+        scored_at: s.scored_at,
+    };
+    let mut config = serde_avro_fast::ser::SerializerConfig::new(&versions[0].schema);
+    let bytes = serde_avro_fast::to_single_object_vec(&old, &mut config).unwrap();
+
+    let read: ScoredSession = decode(&bytes).unwrap();
+    let expected = ScoredSession {
+        components: RiskComponents {
+            composite: 0.0,
+            floor: None,
+            floor_rule: None,
+            anomaly_status: None,
+            ..s.components.clone()
+        },
+        ..s
+    };
+    assert_eq!(read, expected);
 }
 
 #[test]
