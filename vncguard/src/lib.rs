@@ -18,6 +18,7 @@ use capture_agent::{CaptureStats, ReplayOptions};
 use deadpool_postgres::Pool;
 use enricher::{Enricher, EnricherConfig, EnricherStage, GeoDatabases, NoHistory, Reputation};
 use schemas::{topics, AgentHeartbeat};
+use scorer::learn::{LearnConfig, Learner};
 use scorer::model::{ModelStore, DEFAULT_MODEL_NAME};
 use scorer::risk::RiskConfig;
 use scorer::stage::{ScoringStage, DEFAULT_THREAT_MEMORY};
@@ -32,6 +33,8 @@ pub struct EmbeddedConfig {
     pub geoip_city_db: String,
     pub geoip_asn_db: String,
     pub risk: RiskConfig,
+    /// When the scorer fits its own models (the embedded mode has no `scorer train`).
+    pub learn: LearnConfig,
     /// Records each in-process topic holds before producers wait.
     pub bus_capacity: usize,
     pub agent: AgentConfig,
@@ -152,16 +155,17 @@ impl Embedded {
             until_stopped(stopped.clone()),
         )));
 
+        let mut models = ModelStore::new(DEFAULT_MODEL_NAME);
+        load_stored_model(&pool, &mut models).await?;
         stages.push(tokio::spawn(pipeline::run(
             bus.consumer(
                 "scorer",
                 &[topics::SESSIONS_ENRICHED.name, topics::MODELS.name],
             )?,
             bus.producer()?,
-            ScoringStage::new(
-                ModelStore::new(DEFAULT_MODEL_NAME),
-                config.risk.clone(),
-                DEFAULT_THREAT_MEMORY,
+            ScoringStage::new(models, config.risk.clone(), DEFAULT_THREAT_MEMORY).with_learner(
+                Learner::new(config.learn.clone(), DEFAULT_MODEL_NAME),
+                Some(config.database_url.clone()),
             ),
             options.clone(),
             until_stopped(stopped.clone()),
@@ -399,6 +403,42 @@ async fn report_heartbeats(
             tracing::warn!(error = %e, "the embedded agent's heartbeat was not published");
         }
     }
+}
+
+/// Loads the newest model the sink stored into `models`: the in-process model topic starts
+/// empty at every start, and Postgres is where the embedded mode keeps its models, so a restart
+/// scores with the model it had instead of learning again. A stored model that does not load
+/// is logged and skipped (the scorer then learns a new one).
+async fn load_stored_model(pool: &Pool, models: &mut ModelStore) -> Result<()> {
+    let client = pool.get().await.context("connecting to Postgres")?;
+    let row = client
+        .query_opt(
+            "SELECT name, version, created_at, feature_names, training_rows, training_window_start, \
+             training_window_end, metrics, model_json FROM models WHERE name = $1 \
+             ORDER BY created_at DESC LIMIT 1",
+            &[&DEFAULT_MODEL_NAME],
+        )
+        .await
+        .context("reading the newest stored model")?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let metrics: serde_json::Value = row.get(7);
+    let announcement = schemas::ModelAnnouncement {
+        model_name: row.get(0),
+        version: row.get(1),
+        created_at: row.get(2),
+        feature_names: row.get(3),
+        training_rows: row.get(4),
+        training_window_start: row.get(5),
+        training_window_end: row.get(6),
+        metrics: serde_json::from_value(metrics).unwrap_or_default(),
+        model_json: row.get(8),
+    };
+    if let Err(e) = models.apply(&announcement) {
+        tracing::warn!(error = %e, "the stored model does not load; learning a new one");
+    }
+    Ok(())
 }
 
 async fn until_stopped(mut stopped: watch::Receiver<bool>) {

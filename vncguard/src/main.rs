@@ -64,6 +64,8 @@ struct Args {
     #[command(flatten)]
     risk: scorer::risk::RiskConfig,
     #[command(flatten)]
+    learn: scorer::learn::LearnConfig,
+    #[command(flatten)]
     log: telemetry::LogArgs,
     #[command(flatten)]
     forest_kernel: scorer::forest::KernelArgs,
@@ -87,6 +89,7 @@ async fn main() -> Result<()> {
         geoip_city_db: args.geoip_city_db,
         geoip_asn_db: args.geoip_asn_db,
         risk: args.risk,
+        learn: args.learn,
         bus_capacity: args.bus_capacity,
         agent,
     })
