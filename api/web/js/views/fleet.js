@@ -36,8 +36,9 @@ export async function fleetView() {
   });
 
   const allMetrics = current && current.metrics && typeof current.metrics === 'object' ? current.metrics : {};
-  const validationKeys = ['validation_auc', 'validation_precision', 'validation_normal_sessions', 'validation_flagged_sessions'];
-  const metrics = Object.entries(allMetrics).filter(([key]) => !validationKeys.includes(key));
+  // Shown above as facts of their own.
+  const shownKeys = ['training_rows', 'validation_auc', 'validation_precision', 'validation_normal_sessions', 'validation_flagged_sessions'];
+  const metrics = Object.entries(allMetrics).filter(([key]) => !shownKeys.includes(key));
   const learning = modelsBody && modelsBody.learning_status;
   const figure = (key) => (typeof allMetrics[key] === 'number' ? num(allMetrics[key], 3) : '—');
   const validation = `AUC ${figure('validation_auc')}, precision ${figure('validation_precision')} on `
