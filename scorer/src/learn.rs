@@ -29,7 +29,7 @@
 //! [`LearnConfig::flagged_sessions`] feature rows (one `f64` per feature and the session id);
 //! the oldest is evicted first (counted), so a model learns the most recent normal use.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use schemas::{
@@ -376,13 +376,12 @@ impl SampleBuffer {
         }
     }
 
-    /// Adds `sample`; returns how many old samples it evicted.
-    fn push(&mut self, sample: Sample) -> usize {
+    /// Adds `sample`; returns the old samples it evicted.
+    fn push(&mut self, sample: Sample) -> Vec<Sample> {
         self.samples.push_back(sample);
-        let mut evicted = 0;
+        let mut evicted = Vec::new();
         while self.samples.len() > self.capacity {
-            self.samples.pop_front();
-            evicted += 1;
+            evicted.extend(self.samples.pop_front());
         }
         evicted
     }
@@ -402,8 +401,9 @@ pub struct Learner {
     names: Vec<String>,
     normal: SampleBuffer,
     flagged: SampleBuffer,
-    /// Sessions in either buffer, so a redelivered `ended` event is taken once.
-    known: HashMap<String, SessionUse>,
+    /// Sessions in either buffer, so a redelivered `ended` event is taken once (bounded with
+    /// the buffers: an evicted session is forgotten here too).
+    known: HashSet<String>,
     /// Normal sessions seen, for the learning status (a count, not the buffer's length, which
     /// stops at its cap).
     normal_seen: usize,
@@ -432,7 +432,7 @@ impl Learner {
             config,
             model_name: model_name.to_string(),
             names: schemas::features::names().map(str::to_string).collect(),
-            known: HashMap::new(),
+            known: HashSet::new(),
             normal_seen: 0,
             new_since_fit: 0,
             last_fit: Instant::now(),
@@ -464,7 +464,7 @@ impl Learner {
             return;
         };
         let id = &session.event.summary.session_id;
-        if self.known.contains_key(id) {
+        if self.known.contains(id) {
             return;
         }
         let sample = Sample::of(session, &self.names);
@@ -476,17 +476,10 @@ impl Learner {
             }
             SessionUse::Flagged => self.flagged.push(sample),
         };
-        self.known.insert(id.clone(), kind);
-        if evicted > 0 {
-            self.counters.evicted.add(evicted as u64);
-            let buffered: HashSet<&str> = self
-                .normal
-                .samples
-                .iter()
-                .chain(&self.flagged.samples)
-                .map(|s| s.session_id.as_str())
-                .collect();
-            self.known.retain(|id, _| buffered.contains(id.as_str()));
+        self.known.insert(id.clone());
+        self.counters.evicted.add(evicted.len() as u64);
+        for old in evicted {
+            self.known.remove(&old.session_id);
         }
     }
 

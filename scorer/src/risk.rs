@@ -141,7 +141,8 @@ pub struct RiskConfig {
     /// Component weights: anomaly, threat, behavioural, geographic, temporal.
     #[arg(long, env = "RISK_WEIGHTS", default_value_t = RiskWeights::default())]
     pub risk_weights: RiskWeights,
-    /// Risk score (0-100) from which a session is reported as a `high_risk` threat.
+    /// Risk score (0-100) from which a session that no rule of high severity or worse reports
+    /// is reported as a `high_risk` threat.
     #[arg(long, env = "THREAT_THRESHOLD", default_value_t = 70.0)]
     pub threat_threshold: f64,
     #[command(flatten)]

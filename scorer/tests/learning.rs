@@ -335,3 +335,36 @@ fn a_model_validating_worse_than_the_one_in_use_is_not_promoted() {
         candidate.validation.auc
     );
 }
+
+#[test]
+fn the_training_buffer_keeps_the_newest_sessions_up_to_its_cap_each_once() {
+    let cap = 4;
+    let mut learner = Learner::new(
+        LearnConfig {
+            buffer_sessions: cap,
+            ..config(cap)
+        },
+        DEFAULT_MODEL_NAME,
+    );
+    let normal = normal_days(10);
+    let ended_normal = ended(&normal);
+    assert!(ended_normal > cap);
+    let evictions = || telemetry::counter("vncguard_scorer_learn_evictions_total", "", &[]).get();
+    let before = evictions();
+    observe_all(&mut learner, &normal);
+    assert_eq!(learner.progress(), (ended_normal, cap));
+    assert_eq!(evictions() - before, (ended_normal - cap) as u64);
+    // The newest sessions delivered again (at least once) are not taken twice.
+    let newest = &normal[normal.len() - 4..];
+    observe_all(&mut learner, newest);
+    assert_eq!(learner.progress().0, ended_normal);
+
+    let FitOutcome::Promote(candidate) = learner.fit(None, 0.65) else {
+        panic!("promoted");
+    };
+    let kept = candidate.announcement.training_rows as usize
+        + candidate.announcement.metrics["validation_normal_sessions"] as usize;
+    assert_eq!(kept, cap, "the fit saw the {cap} newest sessions");
+    let newest_start = normal.iter().map(|s| s.event.summary.start_time).max();
+    assert!(candidate.announcement.training_window_end <= newest_start);
+}
