@@ -20,8 +20,9 @@
 //! **Validation.** One normal session in [`HOLDOUT_ONE_IN`] (by a hash of its id, so a session
 //! is held out of every fit alike and the model in use never trained on the candidate's
 //! validation set) and every rule-flagged session are kept aside. The candidate and the model in
-//! use are both scored on them: ROC AUC (flagged against held-out normal) and precision at the
-//! anomaly threshold go into the announcement. A candidate whose AUC is below the current
+//! use are both scored on them: ROC AUC (flagged against held-out normal; also with only the
+//! flagged sessions that authenticated, the forest's own job) and precision at the anomaly
+//! threshold go into the announcement. A candidate whose AUC is below the current
 //! model's on the same sessions is not promoted (counted and logged); without flagged sessions
 //! there is no AUC to compare and the newer model is promoted.
 //!
@@ -172,6 +173,9 @@ pub struct Sample {
     pub session_id: String,
     pub start: Timestamp,
     pub row: Vec<f64>,
+    /// The session authenticated (`ok` or `none_required`): for a flagged one, the kind of
+    /// anomaly the forest is for, after a correct login.
+    pub authenticated: bool,
 }
 
 impl Sample {
@@ -180,6 +184,10 @@ impl Sample {
             session_id: session.event.summary.session_id.clone(),
             start: session.event.summary.start_time,
             row: feature_row(&session.features, names).collect(),
+            authenticated: matches!(
+                session.event.summary.auth_result,
+                AuthResult::Ok | AuthResult::NoneRequired
+            ),
         }
     }
 }
@@ -197,6 +205,9 @@ pub struct Validation {
     /// ROC AUC of the forest score, flagged sessions against held-out normal ones; `None`
     /// without sessions of both kinds.
     pub auc: Option<f64>,
+    /// The same AUC with only the flagged sessions that authenticated (what the forest is for;
+    /// pre-authentication attacks are the rules' job); `None` without any.
+    pub auc_authenticated: Option<f64>,
     /// Of the validation sessions scored at or above the anomaly threshold, the share that
     /// are flagged; `None` when none is.
     pub precision: Option<f64>,
@@ -255,6 +266,12 @@ pub fn validate(
 ) -> Validation {
     let negatives = scores_of(forest, names, holdout);
     let positives = scores_of(forest, names, flagged);
+    let authenticated_positives: Vec<f64> = positives
+        .iter()
+        .zip(flagged)
+        .filter(|(_, sample)| sample.authenticated)
+        .map(|(score, _)| *score)
+        .collect();
     let alerted_positive = positives
         .iter()
         .filter(|s| **s >= anomaly_threshold)
@@ -266,6 +283,7 @@ pub fn validate(
             .count();
     Validation {
         auc: roc_auc(&positives, &negatives),
+        auc_authenticated: roc_auc(&authenticated_positives, &negatives),
         precision: (alerted > 0).then(|| alerted_positive as f64 / alerted as f64),
         normal: negatives.len(),
         flagged: positives.len(),
@@ -312,6 +330,9 @@ pub fn fit_validated(
     ]);
     if let Some(auc) = validation.auc {
         metrics.insert("validation_auc".to_string(), auc);
+    }
+    if let Some(auc) = validation.auc_authenticated {
+        metrics.insert("validation_auc_authenticated".to_string(), auc);
     }
     if let Some(precision) = validation.precision {
         metrics.insert("validation_precision".to_string(), precision);

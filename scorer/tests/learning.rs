@@ -234,6 +234,11 @@ async fn training_leaves_out_flagged_sessions_and_those_analysts_judged() {
         "a forest of normal use ranks the attacks above it: {auc}"
     );
     assert!(announcement.metrics.contains_key("validation_precision"));
+    // The flagged sessions that authenticated (the clipboard exfiltration after a correct
+    // login), the forest's own job, rank above normal use too.
+    let authenticated = announcement.metrics["validation_auc_authenticated"];
+    println!("validation AUC {auc:.3}, authenticated flagged only {authenticated:.3}");
+    assert!(authenticated > 0.9, "{authenticated}");
 }
 
 /// A forest fitted on `sessions` (their last events), as a model in use.
