@@ -88,7 +88,7 @@ fn decide(events: &[SessionEvent]) -> Vec<(Threat, Verdict)> {
     for event in events {
         let enriched =
             enricher::stage::enrich_event(&geo, &reputation, timezone, &mut windows, event.clone());
-        let assessment = assess(&enriched, None, &config);
+        let assessment = assess(&enriched, scorer::risk::AnomalyInput::NoModel, &config);
         for (threat, _) in scorer::stage::threats(
             &enriched,
             &assessment,

@@ -13,8 +13,10 @@ pub struct RiskReason {
     pub reason: String,
 }
 
-/// The five components of the composite risk score (`vncguard.RiskComponents.avsc`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How a risk score was reached (`vncguard.RiskComponents.avsc`): the five components, their weighted
+/// composite and the severity floor that placed it. Records of `ScoredSession` version 1 lack
+/// the last four fields and read with their defaults.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct RiskComponents {
     pub anomaly: f64,
     pub threat: f64,
@@ -22,6 +24,14 @@ pub struct RiskComponents {
     pub geographic: f64,
     pub temporal: f64,
     pub weights: Vec<f64>,
+    #[serde(default)]
+    pub composite: f64,
+    #[serde(default)]
+    pub floor: Option<String>,
+    #[serde(default)]
+    pub floor_rule: Option<String>,
+    #[serde(default)]
+    pub anomaly_status: Option<String>,
 }
 
 /// An enriched session with its risk score (`vncguard.ScoredSession.avsc`).

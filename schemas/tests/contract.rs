@@ -254,6 +254,85 @@ fn a_version_1_threat_reads_as_unverified() {
     );
 }
 
+/// Risk components as scorers of `ScoredSession` version 1 wrote them, before the composite,
+/// the floor and the anomaly status existed.
+#[derive(serde::Serialize)]
+struct RiskComponentsV1 {
+    anomaly: f64,
+    threat: f64,
+    behavioral: f64,
+    geographic: f64,
+    temporal: f64,
+    weights: Vec<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct ScoredSessionV1 {
+    /// The enriched session as version 1 had it: without `handshake_verified`.
+    enriched: Value,
+    risk_score: f64,
+    anomaly_score: f64,
+    components: RiskComponentsV1,
+    reasons: Vec<RiskReason>,
+    model_version: String,
+    scored_at: Timestamp,
+}
+
+#[test]
+fn a_scored_session_version_2_reader_reads_version_1_records() {
+    let versions: Vec<_> = registry().versions("vncguard.ScoredSession").collect();
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_ne!(versions[0].fingerprint(), versions[1].fingerprint());
+
+    let s = scored();
+    let c = &s.components;
+    let old = ScoredSessionV1 {
+        enriched: {
+            let mut enriched = serde_json::to_value(&s.enriched).unwrap();
+            enriched["event"]["summary"]
+                .as_object_mut()
+                .unwrap()
+                .remove("handshake_verified");
+            enriched
+        },
+        risk_score: s.risk_score,
+        anomaly_score: s.anomaly_score,
+        components: RiskComponentsV1 {
+            anomaly: c.anomaly,
+            threat: c.threat,
+            behavioral: c.behavioral,
+            geographic: c.geographic,
+            temporal: c.temporal,
+            weights: c.weights.clone(),
+        },
+        reasons: s.reasons.clone(),
+        model_version: s.model_version.clone(),
+        scored_at: s.scored_at,
+    };
+    let mut config = serde_avro_fast::ser::SerializerConfig::new(&versions[0].schema);
+    let bytes = serde_avro_fast::to_single_object_vec(&old, &mut config).unwrap();
+
+    let read: ScoredSession = decode(&bytes).unwrap();
+    let mut unverified = s.enriched.clone();
+    // Version 1 sessions read as not verified.
+    unverified.event.summary.handshake_verified = false;
+    let expected = ScoredSession {
+        enriched: unverified,
+        components: RiskComponents {
+            composite: 0.0,
+            floor: None,
+            floor_rule: None,
+            anomaly_status: None,
+            ..s.components.clone()
+        },
+        ..s
+    };
+    assert_eq!(read, expected);
+}
+
 #[test]
 fn bad_records_are_errors_not_panics() {
     assert!(matches!(

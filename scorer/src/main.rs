@@ -1,5 +1,5 @@
-//! `scorer`: scores enriched sessions (`run`, the default) and retrains the model by replay
-//! (`train`).
+//! `scorer`: scores enriched sessions and learns its own model of normal use (`run`, the
+//! default), and retrains the model by replay (`train`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use bus::{Bus, BusArgs, PipelineOptions};
 use clap::{Parser, Subcommand};
 use schemas::topics::{DEAD_LETTERS, MODELS, SESSIONS_ENRICHED, SESSIONS_SCORED, THREATS};
 use scorer::forest::KernelArgs;
+use scorer::learn::{LearnConfig, Learner};
 use scorer::model::{self, ModelStore, DEFAULT_MODEL_NAME};
 use scorer::risk::RiskConfig;
 use scorer::stage::{ScoringStage, DEFAULT_THREAT_MEMORY};
@@ -58,6 +59,12 @@ struct RunArgs {
     /// milliseconds (the newest model is loaded first).
     #[arg(long, env = "MODEL_LOAD_IDLE_MS", default_value_t = 5_000)]
     model_load_idle_ms: u64,
+    #[command(flatten)]
+    learn: LearnConfig,
+    /// Postgres whose triaged threats name the sessions the scorer's own fits leave out
+    /// (optional: without it only the rules decide what is normal use).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
     /// Threats remembered so that a threat is republished only when it changes.
     #[arg(long, env = "THREAT_MEMORY", default_value_t = DEFAULT_THREAT_MEMORY)]
     threat_memory: usize,
@@ -111,7 +118,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .consumer(&args.group, &[SESSIONS_ENRICHED.name, MODELS.name])
         .context("subscribing")?;
     let producer = bus.producer().context("creating the producer")?;
-    let stage = ScoringStage::new(models, args.risk, args.threat_memory);
+    let learner = Learner::new(args.learn, &args.model_name);
+    let stage = ScoringStage::new(models, args.risk, args.threat_memory)
+        .with_learner(learner, args.database_url);
     bus::pipeline::run(
         consumer,
         producer,

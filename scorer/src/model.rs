@@ -1,10 +1,10 @@
 //! The model a scorer uses and how it changes: announcements on the compacted model topic
 //! (`vnc.models`, key = model name) replace it between two records, with no restart.
 //!
-//! Without a model (a fresh deployment, before the first `scorer train`) the scorer does not
-//! invent one: the anomaly component is 0 with the reason "no model", and the scored record's
-//! `model_version` is [`NO_MODEL_VERSION`]. A bootstrap forest fitted on a made-up sample
-//! would give scores that look meaningful and are not.
+//! Without a model (a fresh deployment, during the learning period of [`crate::learn`]) the
+//! scorer does not invent one: the anomaly component is 0 with the reason "learning (k of N
+//! sessions)", and the scored record's `model_version` is [`NO_MODEL_VERSION`]. A bootstrap
+//! forest fitted on a made-up sample would give scores that look meaningful and are not.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -77,11 +77,26 @@ impl ModelStore {
             .map_or(NO_MODEL_VERSION, |(version, _)| version)
     }
 
+    /// The forest in use, if any.
+    pub fn forest(&self) -> Option<&IsolationForest> {
+        self.current.as_ref().map(|(_, forest)| forest)
+    }
+
+    /// Switches to `forest`, fitted here, as `version` (the learner's promotion).
+    pub fn install(&mut self, version: &str, forest: IsolationForest) {
+        tracing::info!(model = %self.model_name, version, "switched model");
+        self.current = Some((version.to_string(), forest));
+    }
+
     /// Switches to the announced model. `Ok(false)` if the announcement is for another model
-    /// name; an invalid model is refused and the current one stays.
+    /// name; an invalid model is refused and the current one stays. The model in use
+    /// announced again (a scorer reading back its own announcement) changes nothing.
     pub fn apply(&mut self, announcement: &ModelAnnouncement) -> Result<bool, ModelError> {
         if announcement.model_name != self.model_name {
             return Ok(false);
+        }
+        if self.version() == announcement.version {
+            return Ok(true);
         }
         let forest = IsolationForest::from_json(&announcement.model_json).map_err(|source| {
             ModelError::Forest {

@@ -1,8 +1,11 @@
 //! The scorer on the bus: reads enriched sessions and model announcements (one consumer, both
-//! topics), publishes scored sessions and threats.
+//! topics), publishes scored sessions and threats, and, with a [`Learner`], fits and announces
+//! its own models (see [`crate::learn`]).
 //!
 //! A threat is one per session and rule (`threat_id` = hash of both), published when a rule
-//! fires or the risk reaches the threshold (`high_risk`). Every event of a session is scored
+//! fires, or as `high_risk` when the risk reaches the threshold and no rule of high severity
+//! or worse already reports the session (with the default threshold, 70, the risk reaches it
+//! only through such a rule; a lower threshold reports medium sessions with much evidence). Every event of a session is scored
 //! again, so the same threat would come back with every stats event: a bounded memory of the
 //! threats published (threat id → severity and score, least recently seen evicted first)
 //! publishes a threat again only when its severity or score changed.
@@ -15,8 +18,9 @@ use schemas::{EnrichedSession, ModelAnnouncement, ScoredSession, Severity, Threa
 use sha2::{Digest, Sha256};
 use telemetry::Counter;
 
+use crate::learn::{FitOutcome, Learner};
 use crate::model::ModelStore;
-use crate::risk::{self, Assessment, RiskConfig};
+use crate::risk::{self, AnomalyInput, Assessment, RiskConfig};
 
 /// Threats remembered by default for the "updated rather than repeated" rule.
 pub const DEFAULT_THREAT_MEMORY: usize = 100_000;
@@ -96,7 +100,7 @@ impl ThreatMemory {
 }
 
 /// The threats `assessment` of `session` raises: one per threat rule that fired, and
-/// `high_risk` when the risk reaches the threshold.
+/// `high_risk` when the risk reaches the threshold and no rule of high severity or worse fired.
 pub fn threats(
     session: &EnrichedSession,
     assessment: &Assessment,
@@ -147,7 +151,11 @@ pub fn threats(
             ))
         })
         .collect();
-    if assessment.risk_score >= threshold {
+    let reported_high = assessment
+        .findings
+        .iter()
+        .any(|f| f.severity.is_some_and(|s| s >= Severity::High));
+    if assessment.risk_score >= threshold && !reported_high {
         let severity = if assessment.risk_score >= 90.0 {
             Severity::Critical
         } else {
@@ -244,6 +252,9 @@ pub struct ScoringStage {
     config: RiskConfig,
     published: ThreatMemory,
     counters: StageCounters,
+    learner: Option<Learner>,
+    /// Postgres whose triaged threats name the sessions a fit leaves out.
+    judged_from: Option<String>,
 }
 
 impl ScoringStage {
@@ -253,7 +264,17 @@ impl ScoringStage {
             config,
             published: ThreatMemory::new(threat_memory),
             counters: StageCounters::new(),
+            learner: None,
+            judged_from: None,
         }
+    }
+
+    /// Learns its own models with `learner`; before each fit, the sessions analysts judged are
+    /// read from `database_url` if given.
+    pub fn with_learner(mut self, learner: Learner, database_url: Option<String>) -> Self {
+        self.learner = Some(learner);
+        self.judged_from = database_url;
+        self
     }
 
     pub fn model_version(&self) -> &str {
@@ -273,7 +294,18 @@ impl ScoringStage {
         session: EnrichedSession,
         forest_score: Option<f64>,
     ) -> (ScoredSession, Vec<Threat>) {
-        let assessment = risk::assess(&session, forest_score, &self.config);
+        let anomaly = match (forest_score, &self.learner) {
+            (Some(score), _) => AnomalyInput::Scored(score),
+            (None, Some(learner)) if learner.config().min_sessions > 0 => {
+                let (seen, needed) = learner.progress();
+                AnomalyInput::Learning { seen, needed }
+            }
+            (None, _) => AnomalyInput::NoModel,
+        };
+        let assessment = risk::assess(&session, anomaly, &self.config);
+        if let Some(learner) = &mut self.learner {
+            learner.observe(&session, &assessment);
+        }
         let model_version = self.models.version().to_string();
         let mut published = Vec::new();
         for (threat, score) in threats(
@@ -302,6 +334,55 @@ impl ScoringStage {
             enriched: session,
         };
         (scored, published)
+    }
+
+    /// Fits a model when the learner says one is due and, if it is promoted, switches to it
+    /// and announces it with the last record of the run that emits (the announcement is then
+    /// delivered, like the scored records, before the run's offsets are stored). A run of
+    /// dead letters only waits for the next run.
+    async fn learn(&mut self, outcomes: &mut [Outcome]) {
+        let has_model = self.models.forest().is_some();
+        let Some(learner) = self.learner.as_mut() else {
+            return;
+        };
+        if !learner.is_due(has_model) {
+            return;
+        }
+        let Some(Outcome::Emit(outputs)) = outcomes
+            .iter_mut()
+            .rev()
+            .find(|outcome| matches!(outcome, Outcome::Emit(_)))
+        else {
+            return;
+        };
+        if let Some(url) = &self.judged_from {
+            match crate::train::judged_sessions(url).await {
+                Ok(judged) => learner.set_judged(judged),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the sessions analysts judged; using those read before")
+                }
+            }
+        }
+        let FitOutcome::Promote(candidate) =
+            learner.fit(self.models.forest(), self.config.rules.anomaly_threshold)
+        else {
+            return;
+        };
+        let crate::learn::Candidate {
+            forest,
+            announcement,
+            ..
+        } = *candidate;
+        match Output::encode(&MODELS, announcement.model_name.clone(), &announcement) {
+            Ok(output) => {
+                outputs.push(output);
+                self.models.install(&announcement.version, forest);
+                self.counters.models_loaded.inc();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the model announcement; not promoting it")
+            }
+        }
     }
 
     fn process_model(&mut self, record: &Record) -> Outcome {
@@ -380,7 +461,9 @@ impl Stage for ScoringStage {
             if is_model(&run[0]) {
                 outcomes.extend(run.iter().map(|record| self.process_model(record)));
             } else {
-                outcomes.extend(self.process_sessions(run));
+                let mut run_outcomes = self.process_sessions(run);
+                self.learn(&mut run_outcomes).await;
+                outcomes.extend(run_outcomes);
             }
         }
         Ok(outcomes)

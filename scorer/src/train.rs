@@ -1,8 +1,18 @@
 //! Retraining by replay: read a time range of the enriched topic, keep each session's latest
-//! event, leave out the sessions analysts closed as false positives, lay the features out in
-//! a polars DataFrame (one column per feature of `schemas::features::FEATURES`, absent values
-//! null, read as 0 like the scorer does), fit a forest, write the model file and announce it
-//! on the compacted model topic, where running scorers pick it up.
+//! event, keep the normal use of [`crate::learn`] (authenticated, no rule of medium or worse,
+//! not judged by an analyst) and the rule-flagged sessions for validation, fit a forest on
+//! the normal sessions not held out, validate it, write the model file and announce it on the
+//! compacted model topic, where running scorers pick it up.
+//!
+//! **Feature encoding.** A model's row is `schemas::features::FEATURES` in order, raw values:
+//! counts, bytes, rates and seconds as measured, flags as 0/1, hour of day 0-23 and weekday
+//! 0-6 as integers. A feature the enricher could not compute (absent, or not finite) reads as
+//! 0 in training and in scoring alike. There is no scaling: an Isolation Forest draws each
+//! split uniformly between a node's minimum and maximum of one feature, so it is invariant to
+//! any affine rescaling of a feature, and a feature constant over the training rows (such as
+//! `auth_ok` on normal use) is never split on. What encoding does change is the spacing of
+//! splits: heavy-tailed volumes are split mostly among their large values, and hour 23 and
+//! hour 0 are far apart (the hour is not encoded on a circle).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,7 +25,9 @@ use schemas::{EnrichedSession, ModelAnnouncement, Timestamp};
 use sha2::{Digest, Sha256};
 
 use crate::forest::{ForestError, ForestParams, IsolationForest};
+use crate::learn::{self, ForestArgs, Sample, SessionUse, TrainingSet};
 use crate::model::DEFAULT_MODEL_NAME;
+use crate::risk::{self, AnomalyInput, RiskConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -57,18 +69,16 @@ pub struct TrainArgs {
     /// File of session ids to leave out, one per line (`#` comments).
     #[arg(long, env = "EXCLUDE_SESSIONS")]
     pub exclude_sessions: Option<PathBuf>,
-    /// Postgres whose `threat_logs` closed as false positives name sessions to leave out.
+    /// Postgres whose `threat_logs` closed by analysts (true or false positives) name
+    /// sessions to leave out.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Trees of the forest.
-    #[arg(long, env = "FOREST_TREES", default_value_t = 100)]
-    pub trees: usize,
-    /// Rows drawn to grow each tree.
-    #[arg(long, env = "FOREST_SUBSAMPLE", default_value_t = 256)]
-    pub subsample: usize,
-    /// Seed: the same sessions and seed give the same model.
-    #[arg(long, env = "FOREST_SEED", default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub forest: ForestArgs,
+    /// The rules that decide which sessions are normal use (and the anomaly threshold of the
+    /// validation's precision).
+    #[command(flatten)]
+    pub risk: RiskConfig,
     /// Where to write the model file.
     #[arg(long, env = "MODEL_FILE", default_value = "session-forest.json")]
     pub output: PathBuf,
@@ -168,15 +178,17 @@ pub fn read_exclusion_file(path: &Path) -> Result<HashSet<String>, TrainError> {
         .collect())
 }
 
-/// Sessions of threats analysts closed as false positives. A database without the
-/// `threat_logs` table or its `status`/`close_reason` columns (an older schema) has none.
-pub async fn false_positive_sessions(database_url: &str) -> Result<HashSet<String>, TrainError> {
+/// Sessions of threats analysts judged: closed as a true positive (an attack) or a false
+/// positive (a session a rule picked out). A database without the `threat_logs` table or its
+/// `status`/`close_reason` columns (an older schema) has none.
+pub async fn judged_sessions(database_url: &str) -> Result<HashSet<String>, TrainError> {
     let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
     let connection = tokio::spawn(connection);
     let rows = client
         .query(
             "SELECT DISTINCT session_id::text FROM threat_logs \
-             WHERE status = 'closed' AND close_reason = 'false_positive' AND session_id IS NOT NULL",
+             WHERE status = 'closed' AND close_reason IN ('false_positive', 'true_positive') \
+             AND session_id IS NOT NULL",
             &[],
         )
         .await;
@@ -188,7 +200,7 @@ pub async fn false_positive_sessions(database_url: &str) -> Result<HashSet<Strin
             if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
                 || e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) =>
         {
-            tracing::warn!(error = %e, "threat_logs cannot name false positives yet; excluding none");
+            tracing::warn!(error = %e, "threat_logs cannot name judged sessions yet; excluding none");
             Ok(HashSet::new())
         }
         Err(e) => Err(e.into()),
@@ -227,7 +239,8 @@ pub fn frame_rows(frame: &DataFrame) -> Result<(Vec<f64>, Vec<String>), PolarsEr
     Ok((rows, names))
 }
 
-/// Fits a forest on `sessions` and builds its announcement.
+/// Fits a forest on `sessions` and builds its announcement (no selection, no validation: for
+/// a caller that chose the sessions itself).
 pub fn fit_sessions(
     sessions: &[EnrichedSession],
     model_name: &str,
@@ -246,68 +259,112 @@ pub fn fit_sessions(
     ));
     let forest = IsolationForest::fit(&rows, names.len(), names.clone(), params)?;
     bar.finish_and_clear();
-    let mut scores = Vec::new();
-    forest.score_batch(&rows, &mut scores);
-    let mean_score = scores.iter().sum::<f64>() / scores.len() as f64;
-    let model_json = forest.to_json()?;
-    let created_at = chrono::Utc::now();
-    let digest = hex::encode(&Sha256::digest(model_json.as_bytes())[..4]);
-    let announcement = ModelAnnouncement {
-        model_name: model_name.to_string(),
-        version: format!(
-            "{model_name}-{}-{digest}",
-            created_at.format("%Y%m%dT%H%M%SZ")
-        ),
-        created_at,
-        feature_names: names,
-        training_rows: sessions.len() as i64,
-        training_window_start: sessions.iter().map(|s| s.event.summary.start_time).min(),
-        training_window_end: sessions.iter().map(|s| s.event.summary.start_time).max(),
-        metrics: BTreeMap::from([
-            ("training_rows".to_string(), sessions.len() as f64),
-            ("trees".to_string(), params.n_trees as f64),
-            ("subsample".to_string(), params.subsample_size as f64),
-            ("mean_training_score".to_string(), mean_score),
-        ]),
-        model_json,
-    };
-    tracing::info!(version = %announcement.version, rows = sessions.len(), mean_score, "fitted the model");
+    let window = (
+        sessions.iter().map(|s| s.event.summary.start_time).min(),
+        sessions.iter().map(|s| s.event.summary.start_time).max(),
+    );
+    let announcement = announce(&forest, &rows, model_name, params, window, BTreeMap::new())?;
     Ok(TrainedModel {
         forest,
         announcement,
     })
 }
 
-/// `scorer train`: read, leave out false positives, fit, write the model file, announce it.
+/// The announcement of `forest`, fitted on `rows` of sessions that started within `window`,
+/// with `metrics` besides the training figures. The version names the model, its creation
+/// time and a digest of its body.
+pub fn announce(
+    forest: &IsolationForest,
+    rows: &[f64],
+    model_name: &str,
+    params: &ForestParams,
+    window: (Option<Timestamp>, Option<Timestamp>),
+    mut metrics: BTreeMap<String, f64>,
+) -> Result<ModelAnnouncement, TrainError> {
+    let training_rows = rows.len() / forest.n_features().max(1);
+    let mut scores = Vec::new();
+    forest.score_batch(rows, &mut scores);
+    let mean_score = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+    let model_json = forest.to_json()?;
+    let created_at = chrono::Utc::now();
+    let digest = hex::encode(&Sha256::digest(model_json.as_bytes())[..4]);
+    metrics.extend([
+        ("training_rows".to_string(), training_rows as f64),
+        ("trees".to_string(), params.n_trees as f64),
+        ("subsample".to_string(), params.subsample_size as f64),
+        ("mean_training_score".to_string(), mean_score),
+    ]);
+    let announcement = ModelAnnouncement {
+        model_name: model_name.to_string(),
+        version: format!(
+            "{model_name}-{}-{digest}",
+            created_at.format("%Y%m%dT%H%M%S%.3fZ")
+        ),
+        created_at,
+        feature_names: forest.feature_names().to_vec(),
+        training_rows: training_rows as i64,
+        training_window_start: window.0,
+        training_window_end: window.1,
+        metrics,
+        model_json,
+    };
+    tracing::info!(version = %announcement.version, rows = training_rows, mean_score, "fitted the model");
+    Ok(announcement)
+}
+
+/// `scorer train`: read, keep normal use and the flagged sessions, fit, validate, write the
+/// model file, announce it.
 pub async fn train<B: Bus>(bus: &B, args: &TrainArgs) -> Result<TrainedModel, TrainError> {
     let mut excluded = HashSet::new();
     if let Some(path) = &args.exclude_sessions {
         excluded.extend(read_exclusion_file(path)?);
     }
     if let Some(url) = &args.database_url {
-        excluded.extend(false_positive_sessions(url).await?);
+        excluded.extend(judged_sessions(url).await?);
     }
-    let mut sessions = read_sessions(
+    let sessions = read_sessions(
         bus,
         args.since,
         args.until,
         Duration::from_millis(args.idle_ms),
     )
     .await?;
-    let before = sessions.len();
-    sessions.retain(|s| !excluded.contains(&s.event.summary.session_id));
+    let names: Vec<String> = schemas::features::names().map(str::to_string).collect();
+    let mut normal = Vec::new();
+    let mut flagged = Vec::new();
+    for session in &sessions {
+        if excluded.contains(&session.event.summary.session_id) {
+            continue;
+        }
+        let assessment = risk::assess(session, AnomalyInput::NoModel, &args.risk);
+        match learn::session_use(session, &assessment) {
+            Some(SessionUse::Normal) => normal.push(Sample::of(session, &names)),
+            Some(SessionUse::Flagged) => flagged.push(Sample::of(session, &names)),
+            None => {}
+        }
+    }
     tracing::info!(
-        excluded = before - sessions.len(),
-        kept = sessions.len(),
-        "left out sessions closed as false positives"
+        sessions = sessions.len(),
+        excluded = excluded.len(),
+        normal = normal.len(),
+        flagged = flagged.len(),
+        "kept normal use to train on and flagged sessions to validate on"
     );
-    let params = ForestParams {
-        n_trees: args.trees,
-        subsample_size: args.subsample,
-        seed: args.seed,
-        max_depth: None,
+    let set = TrainingSet {
+        normal: normal.iter().collect(),
+        flagged: flagged.iter().collect(),
     };
-    let trained = fit_sessions(&sessions, &args.model_name, &params)?;
+    let candidate = learn::fit_validated(
+        &set,
+        &names,
+        &args.model_name,
+        &args.forest.params(),
+        args.risk.rules.anomaly_threshold,
+    )?;
+    let trained = TrainedModel {
+        forest: candidate.forest,
+        announcement: candidate.announcement,
+    };
     std::fs::write(&args.output, &trained.announcement.model_json).map_err(|source| {
         TrainError::File {
             path: args.output.clone(),

@@ -1,12 +1,13 @@
-//! The sessions training leaves out: those of threats analysts closed as false positives in
-//! Postgres (real server, throwaway database), and none from a database without that table.
+//! The sessions training leaves out: those of threats analysts closed as true or false
+//! positives in Postgres (real server, throwaway database), and none from a database without
+//! that table.
 
-use scorer::train::false_positive_sessions;
+use scorer::train::judged_sessions;
 
 #[tokio::test]
-async fn closed_false_positives_are_named_and_a_missing_table_names_none() {
+async fn closed_true_and_false_positives_are_named_and_a_missing_table_names_none() {
     let db = testkit::TestDatabase::create().await.expect("postgres");
-    assert!(false_positive_sessions(db.url()).await.unwrap().is_empty());
+    assert!(judged_sessions(db.url()).await.unwrap().is_empty());
 
     let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
         .await
@@ -18,14 +19,17 @@ async fn closed_false_positives_are_named_and_a_missing_table_names_none() {
              INSERT INTO threat_logs VALUES
                ('t1', 's-fp', 'closed', 'false_positive'),
                ('t2', 's-fp', 'closed', 'false_positive'),
-               ('t3', 's-real', 'closed', 'resolved'),
-               ('t4', 's-open', 'open', NULL);",
+               ('t3', 's-attack', 'closed', 'true_positive'),
+               ('t4', 's-dup', 'closed', 'duplicate'),
+               ('t5', 's-open', 'open', NULL);",
         )
         .await
         .unwrap();
-    let excluded = false_positive_sessions(db.url()).await.unwrap();
-    assert_eq!(
-        excluded.into_iter().collect::<Vec<_>>(),
-        vec!["s-fp".to_string()]
-    );
+    let mut excluded: Vec<String> = judged_sessions(db.url())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    excluded.sort();
+    assert_eq!(excluded, vec!["s-attack".to_string(), "s-fp".to_string()]);
 }

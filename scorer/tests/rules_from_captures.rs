@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use schemas::{Severity, Threat};
 use scorer::model::{ModelStore, DEFAULT_MODEL_NAME};
-use scorer::risk::RiskConfig;
+use scorer::risk::{banded_score, RiskConfig};
 use scorer::stage::ScoringStage;
 
 /// Every threat published while scoring every event of the capture, by type.
@@ -127,13 +127,25 @@ fn every_scored_session_explains_its_components() {
         let (scored, _) = stage.score_session(session);
         let c = &scored.components;
         let weights = [0.3, 0.25, 0.2, 0.15, 0.1];
-        let expected = weights[0] * c.anomaly
+        let composite = weights[0] * c.anomaly
             + weights[1] * c.threat
             + weights[2] * c.behavioral
             + weights[3] * c.geographic
             + weights[4] * c.temporal;
-        assert!((scored.risk_score - expected).abs() < 1e-9);
+        assert!((c.composite - composite).abs() < 1e-9);
         assert_eq!(c.weights, weights);
+        // The score is the composite in the band of the worst finding, which is named.
+        let severity = c.floor.as_deref().map(|floor| match floor {
+            "critical" => Severity::Critical,
+            "high" => Severity::High,
+            "medium" => Severity::Medium,
+            other => panic!("floor {other}"),
+        });
+        assert!((scored.risk_score - banded_score(composite, severity)).abs() < 1e-9);
+        if let Some(rule) = &c.floor_rule {
+            assert!(scored.reasons.iter().any(|r| &r.rule == rule));
+        }
+        assert_eq!(c.anomaly_status.as_deref(), Some("no model"));
         if c.threat > 0.0 {
             assert!(scored
                 .reasons

@@ -12,18 +12,7 @@ use scorer::model::{ModelStore, DEFAULT_MODEL_NAME};
 use scorer::risk::RiskConfig;
 use scorer::stage::ScoringStage;
 use scorer::train::fit_sessions;
-
-fn record(offset: usize, output: Output) -> Record {
-    Record {
-        topic: output.topic,
-        partition: 0,
-        offset: offset as i64,
-        key: Some(output.key),
-        payload: output.payload,
-        timestamp_ms: None,
-        headers: Vec::new(),
-    }
-}
+use support::record;
 
 fn scored(outcome: &Outcome) -> Vec<ScoredSession> {
     match outcome {

@@ -21,6 +21,7 @@ use capture_agent::{CaptureStats, ReplayOptions};
 use deadpool_postgres::Pool;
 use enricher::{Enricher, EnricherConfig, EnricherStage, GeoDatabases, NoHistory, Reputation};
 use schemas::{topics, AgentHeartbeat};
+use scorer::learn::{LearnConfig, Learner};
 use scorer::model::{ModelStore, DEFAULT_MODEL_NAME};
 use scorer::risk::RiskConfig;
 use scorer::stage::{ScoringStage, DEFAULT_THREAT_MEMORY};
@@ -35,6 +36,8 @@ pub struct EmbeddedConfig {
     pub geoip_city_db: String,
     pub geoip_asn_db: String,
     pub risk: RiskConfig,
+    /// When the scorer fits its own models (the embedded mode has no `scorer train`).
+    pub learn: LearnConfig,
     /// Records each in-process topic holds before producers wait.
     pub bus_capacity: usize,
     pub agent: AgentConfig,
@@ -134,11 +137,18 @@ impl Embedded {
         let bus = MemoryBus::new(config.bus_capacity);
         bus.ensure_topics(topics::ALL).await?;
         let (stop, stopped) = watch::channel(false);
+        let mut models = ModelStore::new(DEFAULT_MODEL_NAME);
+        load_stored_model(&pool, &mut models).await?;
+        let scoring_stage = ScoringStage::new(models, config.risk.clone(), DEFAULT_THREAT_MEMORY)
+            .with_learner(
+                Learner::new(config.learn.clone(), DEFAULT_MODEL_NAME),
+                Some(config.database_url.clone()),
+            );
         let mut stages = spawn_scoring(
             &bus,
             &config.geoip_city_db,
             &config.geoip_asn_db,
-            &config.risk,
+            scoring_stage,
             &stopped,
         )?;
         stages.push(spawn_sink(&bus, pool.clone(), stopped)?);
@@ -325,7 +335,7 @@ pub(crate) fn spawn_scoring(
     bus: &MemoryBus,
     geoip_city_db: &str,
     geoip_asn_db: &str,
-    risk: &RiskConfig,
+    scoring: ScoringStage,
     stopped: &watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>> {
     let options = PipelineOptions::default();
@@ -344,11 +354,7 @@ pub(crate) fn spawn_scoring(
             &[topics::SESSIONS_ENRICHED.name, topics::MODELS.name],
         )?,
         bus.producer()?,
-        ScoringStage::new(
-            ModelStore::new(DEFAULT_MODEL_NAME),
-            risk.clone(),
-            DEFAULT_THREAT_MEMORY,
-        ),
+        scoring,
         options,
         until_stopped(stopped.clone()),
     ));
@@ -436,6 +442,42 @@ async fn report_heartbeats(
             tracing::warn!(error = %e, "the embedded agent's heartbeat was not published");
         }
     }
+}
+
+/// Loads the newest model the sink stored into `models`: the in-process model topic starts
+/// empty at every start, and Postgres is where the embedded mode keeps its models, so a restart
+/// scores with the model it had instead of learning again. A stored model that does not load
+/// is logged and skipped (the scorer then learns a new one).
+async fn load_stored_model(pool: &Pool, models: &mut ModelStore) -> Result<()> {
+    let client = pool.get().await.context("connecting to Postgres")?;
+    let row = client
+        .query_opt(
+            "SELECT name, version, created_at, feature_names, training_rows, training_window_start, \
+             training_window_end, metrics, model_json FROM models WHERE name = $1 \
+             ORDER BY created_at DESC LIMIT 1",
+            &[&DEFAULT_MODEL_NAME],
+        )
+        .await
+        .context("reading the newest stored model")?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let metrics: serde_json::Value = row.get(7);
+    let announcement = schemas::ModelAnnouncement {
+        model_name: row.get(0),
+        version: row.get(1),
+        created_at: row.get(2),
+        feature_names: row.get(3),
+        training_rows: row.get(4),
+        training_window_start: row.get(5),
+        training_window_end: row.get(6),
+        metrics: serde_json::from_value(metrics).unwrap_or_default(),
+        model_json: row.get(8),
+    };
+    if let Err(e) = models.apply(&announcement) {
+        tracing::warn!(error = %e, "the stored model does not load; learning a new one");
+    }
+    Ok(())
 }
 
 async fn until_stopped(mut stopped: watch::Receiver<bool>) {

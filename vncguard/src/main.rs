@@ -93,6 +93,8 @@ struct StageArgs {
     #[command(flatten)]
     risk: scorer::risk::RiskConfig,
     #[command(flatten)]
+    learn: scorer::learn::LearnConfig,
+    #[command(flatten)]
     log: telemetry::LogArgs,
     #[command(flatten)]
     forest_kernel: scorer::forest::KernelArgs,
@@ -226,6 +228,7 @@ async fn run_embedded(args: Args) -> Result<()> {
         geoip_city_db: args.stages.geoip_city_db,
         geoip_asn_db: args.stages.geoip_asn_db,
         risk: args.stages.risk,
+        learn: args.stages.learn,
         bus_capacity: args.stages.bus_capacity,
         agent,
     })

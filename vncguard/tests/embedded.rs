@@ -1,11 +1,16 @@
 //! The whole pipeline in one process on the in-process bus, against a real Postgres: a replayed
 //! brute-force capture becomes stored sessions, risk scores and a brute-force threat naming its
 //! source, and replaying it again changes nothing; replayed shifted in time it is new sessions;
-//! live capture on an interface stores the sessions of a real VNC client.
+//! live capture on an interface stores the sessions of a real VNC client. The embedded scorer
+//! learns a model from normal sessions replayed until its learning period is over, swaps to a
+//! model announced while it runs (hot swap), and a restart scores with the stored model.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bus::{Bus, Output, Producer};
+use scorer::learn::LearnConfig;
+use scorer::model::DEFAULT_MODEL_NAME;
 use vncguard::{Embedded, EmbeddedConfig};
 
 fn sample(name: &str) -> PathBuf {
@@ -47,11 +52,16 @@ async fn settled(embedded: &Embedded) -> (i64, i64, i64) {
 }
 
 async fn start(database: &testkit::TestDatabase) -> Embedded {
+    start_learning(database, LearnConfig::default()).await
+}
+
+async fn start_learning(database: &testkit::TestDatabase, learn: LearnConfig) -> Embedded {
     Embedded::start(EmbeddedConfig {
         database_url: database.url().to_string(),
         geoip_city_db: String::new(),
         geoip_asn_db: String::new(),
         risk: scorer::risk::RiskConfig::default(),
+        learn,
         bus_capacity: 1000,
         agent: capture_agent::config::AgentConfig::default(),
     })
@@ -197,4 +207,175 @@ fn live_capture_stores_the_sessions_of_a_real_client() {
     });
     assert_eq!(results, ["failed", "ok"]);
     rt.block_on(embedded.stop());
+}
+
+/// The learning period of this test: small, so a few replays end it.
+const LEARN_MIN_SESSIONS: usize = 6;
+
+fn learning_config() -> LearnConfig {
+    LearnConfig {
+        min_sessions: LEARN_MIN_SESSIONS,
+        ..LearnConfig::default()
+    }
+}
+
+/// Polls `query` (one row, one text-or-null column) until `ready` holds for its value.
+async fn wait_for_value<T>(
+    embedded: &Embedded,
+    what: &str,
+    query: &str,
+    ready: impl Fn(&T) -> bool,
+) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let client = embedded.pool().get().await.unwrap();
+    loop {
+        if let Some(row) = client.query_opt(query, &[]).await.unwrap() {
+            let value: T = row.get(0);
+            if ready(&value) {
+                return value;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} not within 90 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Replays the normal sample as new sessions, `hours` hours after its recording.
+async fn replay_later(embedded: &Embedded, hours: i64) {
+    let file = sample("a2_normal_tigervnc_viewer.pcap");
+    let first = capture_agent::first_packet_time(&file).unwrap().unwrap();
+    embedded
+        .replay_at(&[file], first + hours * 3_600_000_000_000)
+        .await
+        .unwrap();
+}
+
+/// The model version of the newest session, once it is scored.
+async fn newest_session_model(embedded: &Embedded, not: &str) -> String {
+    wait_for_value::<Option<String>>(
+        embedded,
+        "the newest session scored",
+        "SELECT model_version FROM vnc_sessions ORDER BY start_time DESC LIMIT 1",
+        |version| version.as_deref().is_some_and(|v| v != not),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_scorer_learns_a_model_and_swaps_to_an_announced_one() {
+    let database = testkit::TestDatabase::create().await.unwrap();
+    let embedded = start_learning(&database, learning_config()).await;
+
+    // Replays until the scorer has fitted its first model and the sink stored it.
+    let mut hours = 0;
+    let learned = loop {
+        hours += 1;
+        replay_later(&embedded, hours).await;
+        let client = embedded.pool().get().await.unwrap();
+        let stored = client
+            .query_opt(
+                "SELECT version FROM models ORDER BY created_at DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = stored {
+            break row.get::<_, String>(0);
+        }
+        assert!(hours < 40, "no model after {hours} replays");
+        if hours > LEARN_MIN_SESSIONS as i64 {
+            // Every replay is a normal session; give the pipeline time to reach the sink.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let client = embedded.pool().get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT training_rows, metrics FROM models WHERE version = $1",
+            &[&learned],
+        )
+        .await
+        .unwrap();
+    let training_rows: i64 = row.get(0);
+    let metrics: serde_json::Value = row.get(1);
+    assert!(training_rows > 0 && training_rows <= LEARN_MIN_SESSIONS as i64 + hours);
+    assert!(
+        metrics.get("validation_normal_sessions").is_some(),
+        "{metrics}"
+    );
+
+    // The sessions before it said they were learning; a session after it is scored by it.
+    let learning: Option<String> = client
+        .query_one(
+            "SELECT risk_components->>'anomaly_status' FROM vnc_sessions ORDER BY start_time LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        learning.as_deref(),
+        Some(format!("learning (0 of {LEARN_MIN_SESSIONS} sessions)").as_str())
+    );
+    replay_later(&embedded, hours + 1).await;
+    assert_eq!(newest_session_model(&embedded, "none").await, learned);
+
+    // Hot swap: a model announced on the bus (as `scorer train` would) scores what follows.
+    let body: String = client
+        .query_one(
+            "SELECT model_json FROM models WHERE version = $1",
+            &[&learned],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let announcement = schemas::ModelAnnouncement {
+        model_name: DEFAULT_MODEL_NAME.into(),
+        version: "announced-while-running".into(),
+        created_at: chrono::Utc::now(),
+        feature_names: schemas::features::names().map(str::to_string).collect(),
+        training_rows,
+        training_window_start: None,
+        training_window_end: None,
+        metrics: Default::default(),
+        model_json: body,
+    };
+    embedded
+        .bus()
+        .producer()
+        .unwrap()
+        .send(vec![Output::encode(
+            &schemas::topics::MODELS,
+            DEFAULT_MODEL_NAME.to_string(),
+            &announcement,
+        )
+        .unwrap()])
+        .await
+        .unwrap();
+    wait_for_value::<i64>(
+        &embedded,
+        "the announced model stored",
+        "SELECT count(*) FROM models WHERE version = 'announced-while-running'",
+        |n| *n == 1,
+    )
+    .await;
+    replay_later(&embedded, hours + 2).await;
+    assert_eq!(
+        newest_session_model(&embedded, &learned).await,
+        "announced-while-running"
+    );
+    embedded.stop().await;
+
+    // A restart loads the newest stored model: a new session is scored by it at once.
+    let embedded = start_learning(&database, learning_config()).await;
+    replay_later(&embedded, hours + 3).await;
+    assert_eq!(
+        newest_session_model(&embedded, "none").await,
+        "announced-while-running"
+    );
+    embedded.stop().await;
 }

@@ -1,11 +1,13 @@
 //! `./dev up` as a new user sees it: the `vncguard` binary started on an empty database replays
 //! its bundled samples as today's traffic, so the dashboard's overview (in Debian's Chromium)
-//! counts them in its last-24-hours risk chart and the fleet page lists the embedded capture
-//! agent; a second start on the same database replays the same sessions and changes nothing.
+//! counts them in its last-24-hours risk chart, the fleet page lists the embedded capture agent
+//! and, within a minute of the start, the model the scorer learned from the samples' normal
+//! sessions (version, sessions, validation); a second start on the same database replays the
+//! same sessions and changes nothing.
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -15,6 +17,7 @@ const AGENT_ID: &str = "embedded-first-start";
 /// What the binary printed once it was ready.
 struct Started {
     child: Child,
+    spawned: Instant,
     base_url: String,
     sessions_stored: i64,
     /// The first admin's password, read from the file the binary named.
@@ -27,6 +30,7 @@ struct Started {
 async fn start_vncguard(database_url: &str, data_dir: &std::path::Path) -> Started {
     let port = testkit::free_port().unwrap();
     let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../samples/pcaps");
+    let spawned = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vncguard"))
         .env("DATABASE_URL", database_url)
         .env("VNCGUARD_SAMPLES", samples)
@@ -52,6 +56,7 @@ async fn start_vncguard(database_url: &str, data_dir: &std::path::Path) -> Start
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut started = Started {
         child,
+        spawned,
         base_url: String::new(),
         sessions_stored: -1,
         admin_password: None,
@@ -118,6 +123,30 @@ async fn first_start_shows_the_samples_live_and_the_embedded_agent() {
         "every sample session started in the last 24 h"
     );
 
+    // The scorer learned a first model from the samples' normal sessions within a minute.
+    let first_model = Duration::from_secs(60);
+    let version = loop {
+        let row = client
+            .query_opt(
+                "SELECT version FROM models ORDER BY created_at LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            break row.get::<_, String>(0);
+        }
+        assert!(
+            first.spawned.elapsed() < first_model,
+            "no model within {first_model:?} of the start"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "first model {version} stored {:?} after the start",
+        first.spawned.elapsed()
+    );
+
     let mut scenario = testkit::browser::scenario_command(
         &first.base_url,
         "first_start",
@@ -126,7 +155,8 @@ async fn first_start_shows_the_samples_live_and_the_embedded_agent() {
     .await;
     scenario
         .env("EXPECTED_SESSIONS", recent.to_string())
-        .env("AGENT_ID", AGENT_ID);
+        .env("AGENT_ID", AGENT_ID)
+        .env("MODEL_VERSION", &version);
     let output = tokio::time::timeout(Duration::from_secs(240), scenario.output())
         .await
         .expect("the browser scenario finishes within 4 minutes")

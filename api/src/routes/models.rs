@@ -1,4 +1,5 @@
-//! `/api/models`: the trained anomaly models (without their bodies).
+//! `/api/models`: the trained anomaly models (without their bodies) and the scorer's learning
+//! status.
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -26,6 +27,9 @@ pub struct Model {
 pub struct Models {
     /// Newest first.
     pub models: Vec<Model>,
+    /// Why the newest session has no anomaly score, as its scorer said, e.g. `learning (12 of 20
+    /// sessions)`; null once a model scores sessions.
+    pub learning_status: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/models", tag = "models", security(("bearer" = [])),
@@ -52,5 +56,17 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<ax
             metrics: r.get(7),
         })
         .collect();
-    Ok(axum::Json(Models { models }))
+    // The scorer says it in every scored record; the newest session (by the start-time index)
+    // carries its latest word.
+    let learning_status = client
+        .query_opt(
+            "SELECT risk_components->>'anomaly_status' FROM vnc_sessions ORDER BY start_time DESC LIMIT 1",
+            &[],
+        )
+        .await?
+        .and_then(|row| row.get(0));
+    Ok(axum::Json(Models {
+        models,
+        learning_status,
+    }))
 }

@@ -167,12 +167,17 @@ async function live() {
   await acknowledged.getByRole('link', { name: 'Session', exact: true }).click();
   await page.getByRole('heading', { name: 'Handshake' }).waitFor();
   check((await page.textContent('main')).includes('failed'), 'the session page shows the failed authentication');
-  // The breakdown adds up to the score shown: the shares of the five components make the risk.
+  // The breakdown shows how the score shown was reached: the shares of the five components make
+  // the composite, and the brute force's band (high or critical) places it at 70 or more.
   const shownRisk = Number((await page.textContent('.card .value')).match(/[\d.]+/)[0]);
   const shares = (await page.locator('.component .share').allTextContents()).map(Number);
+  const composite = Number(await page.textContent('#risk-composite'));
   const breakdownTotal = Number(await page.textContent('#risk-total'));
+  const band = await page.textContent('#risk-band');
   check(shares.length === 5, `five component shares, not ${shares.length}`);
-  check(Math.abs(shares.reduce((a, b) => a + b, 0) - breakdownTotal) < 0.3, `the shares ${shares} add up to ${breakdownTotal}`);
+  check(Math.abs(shares.reduce((a, b) => a + b, 0) - composite) < 0.3, `the shares ${shares} add up to the composite ${composite}`);
+  check(/Worst finding: (high|critical) \(brute_force\)/.test(band), `the brute force sets the band: ${band}`);
+  check(breakdownTotal >= 70, `a brute force scores 70 or more, not ${breakdownTotal}`);
   check(Math.abs(breakdownTotal - shownRisk) < 1, `the breakdown's total ${breakdownTotal} is the risk shown, ${shownRisk}`);
   await shotWideAndNarrow('session');
 
@@ -289,7 +294,7 @@ async function sessionsSpeed() {
 }
 
 // The embedded mode right after `./dev up`: its bundled samples are today's traffic on the
-// overview, and its capture agent is on the fleet page.
+// overview, and its capture agent and the model it learned are on the fleet page.
 async function firstStart() {
   const expected = Number(env('EXPECTED_SESSIONS'));
   const agentId = env('AGENT_ID');
@@ -318,8 +323,17 @@ async function firstStart() {
     await row.waitFor();
     return false;
   }, `the embedded agent's heartbeat to count the ${expected} sample sessions`, 30000);
+  // The model the scorer learned from the samples: its version, sessions and validation.
+  const shownModel = (await page.textContent('#model-version')).trim();
+  check(shownModel === env('MODEL_VERSION'), `the fleet page shows the learned model ${env('MODEL_VERSION')}, not ${shownModel}`);
+  const trainingSessions = Number((await page.textContent('#model-sessions')).replaceAll(/\D/g, ''));
+  check(trainingSessions > 0, `the model names its training sessions: ${trainingSessions}`);
+  const validation = (await page.textContent('#model-validation')).trim();
+  check(/^AUC /.test(validation) && /held-out normal/.test(validation), `the model shows its validation: ${validation}`);
+  const window = (await page.textContent('#model-window')).trim();
+  check(window.includes('–') && !window.startsWith('—'), `the model shows its training window: ${window}`);
   await shotWideAndNarrow('fleet');
-  return { charted_sessions: charted, threats_24h: threats, agents };
+  return { charted_sessions: charted, threats_24h: threats, agents, model: shownModel, training_sessions: trainingSessions, validation };
 }
 
 let result;

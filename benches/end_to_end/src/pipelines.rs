@@ -103,6 +103,7 @@ impl Pipeline {
             geoip_city_db: settings.geoip_city_db.clone(),
             geoip_asn_db: settings.geoip_asn_db.clone(),
             risk: settings.risk.clone(),
+            learn: scorer::learn::LearnConfig::default(),
             bus_capacity: 100_000,
             agent: settings.agent.clone(),
         }))?;

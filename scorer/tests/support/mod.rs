@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use bus::{Output, Record};
 use enricher::geo::GeoDatabases;
 use enricher::reputation::Reputation;
 use enricher::windows::{PartitionWindows, WindowConfig};
@@ -67,4 +68,42 @@ pub fn final_sessions(name: &str) -> Vec<EnrichedSession> {
         latest.insert(session.event.summary.session_id.clone(), session);
     }
     latest.into_values().collect()
+}
+
+/// A copy of `session` as if recorded `day` days later, its volumes varied by a few percent.
+pub fn replayed(session: &EnrichedSession, day: usize) -> EnrichedSession {
+    let mut copy = session.clone();
+    let shift = chrono::Duration::days(day as i64 + 1);
+    let summary = &mut copy.event.summary;
+    summary.session_id = format!("{}-day{day}", summary.session_id);
+    summary.start_time += shift;
+    copy.event.event_id = format!("{}:{}", summary.session_id, copy.event.seq);
+    copy.event.time += shift;
+    let variation = 1.0 + 0.05 * ((day * 7 % 11) as f64 / 10.0 - 0.5);
+    for name in [
+        "duration_secs",
+        "bytes_c2s",
+        "bytes_s2c",
+        "packets_c2s",
+        "packets_s2c",
+        "framebuffer_updates",
+    ] {
+        if let Some(value) = copy.features.get_mut(name) {
+            *value *= variation;
+        }
+    }
+    copy
+}
+
+/// `output` as the stage reads it back at `offset`.
+pub fn record(offset: usize, output: Output) -> Record {
+    Record {
+        topic: output.topic,
+        partition: 0,
+        offset: offset as i64,
+        key: Some(output.key),
+        payload: output.payload,
+        timestamp_ms: None,
+        headers: Vec::new(),
+    }
 }

@@ -98,6 +98,7 @@ pub fn scored(event: SessionEvent, risk: f64) -> ScoredSession {
             geographic: 0.0,
             temporal: 0.0,
             weights: vec![0.3, 0.25, 0.2, 0.15, 0.1],
+            ..RiskComponents::default()
         },
         reasons: vec![RiskReason {
             rule: "anomaly".into(),

@@ -88,11 +88,18 @@ pub async fn analyze(config: AnalyzeConfig, findings: &mut dyn Findings) -> Resu
     let bus = MemoryBus::new(config.bus_capacity);
     bus.ensure_topics(topics::ALL).await?;
     let (stop, stopped) = watch::channel(false);
+    // No model and no learning: an offline run scores with the rules alone, the same on every
+    // run of the same files.
+    let scoring = scorer::stage::ScoringStage::new(
+        scorer::model::ModelStore::new(scorer::model::DEFAULT_MODEL_NAME),
+        config.risk.clone(),
+        scorer::stage::DEFAULT_THREAT_MEMORY,
+    );
     let mut stages = crate::spawn_scoring(
         &bus,
         &config.geoip_city_db,
         &config.geoip_asn_db,
-        &config.risk,
+        scoring,
         &stopped,
     )?;
     if let Some(url) = &config.database_url {

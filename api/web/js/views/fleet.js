@@ -1,4 +1,5 @@
-// Fleet and model: each capture agent's last heartbeat and counters, and the anomaly model in use.
+// Fleet and model: each capture agent's last heartbeat and counters, the anomaly model in use
+// (version, training window, sessions, validation) and the scorer's learning status.
 import { get, listOf, serverNow } from '../api.js';
 import { h } from '../dom.js';
 import { ago, label, num, text, time } from '../format.js';
@@ -34,7 +35,14 @@ export async function fleetView() {
       h('td', {}, agent.enforcing ? 'yes' : 'no'));
   });
 
-  const metrics = current && current.metrics && typeof current.metrics === 'object' ? Object.entries(current.metrics) : [];
+  const allMetrics = current && current.metrics && typeof current.metrics === 'object' ? current.metrics : {};
+  // Shown above as facts of their own.
+  const shownKeys = ['training_rows', 'validation_auc', 'validation_precision', 'validation_normal_sessions', 'validation_flagged_sessions'];
+  const metrics = Object.entries(allMetrics).filter(([key]) => !shownKeys.includes(key));
+  const learning = modelsBody && modelsBody.learning_status;
+  const figure = (key) => (typeof allMetrics[key] === 'number' ? num(allMetrics[key], 3) : '—');
+  const validation = `AUC ${figure('validation_auc')}, precision ${figure('validation_precision')} on `
+    + `${num(allMetrics.validation_normal_sessions ?? 0)} held-out normal and ${num(allMetrics.validation_flagged_sessions ?? 0)} flagged sessions`;
   return h('div', {},
     h('h1', {}, 'Fleet and model'),
     h('section', { 'aria-labelledby': 'agents-title' },
@@ -51,11 +59,13 @@ export async function fleetView() {
             h('dt', {}, 'Name'), h('dd', {}, text(current.name)),
             h('dt', {}, 'Version'), h('dd', { class: 'mono', id: 'model-version' }, text(current.version)),
             h('dt', {}, 'Trained'), h('dd', {}, time(current.created_at)),
-            h('dt', {}, 'Training rows'), h('dd', {}, num(current.training_rows)),
-            h('dt', {}, 'Training window'), h('dd', {}, `${time(current.training_window_start)} – ${time(current.training_window_end)}`),
+            h('dt', {}, 'Training sessions'), h('dd', { id: 'model-sessions' }, num(current.training_rows)),
+            h('dt', {}, 'Training window'), h('dd', { id: 'model-window' }, `${time(current.training_window_start)} – ${time(current.training_window_end)}`),
+            h('dt', {}, 'Validation'), h('dd', { id: 'model-validation' }, validation),
+            h('dt', {}, 'Learning'), h('dd', { id: 'model-learning' }, learning ? text(learning) : 'trained; retrains on schedule'),
             h('dt', {}, 'Features'), h('dd', {}, Array.isArray(current.feature_names) ? current.feature_names.length : '—'),
             ...metrics.flatMap(([key, value]) => [h('dt', {}, label(key)), h('dd', {}, metricValue(value))]))
-          : h('p', { class: 'muted' }, 'No model has been trained yet.')),
+          : h('p', { class: 'muted', id: 'model-learning' }, learning ? `No model yet: ${learning}.` : 'No model has been trained yet.')),
       h('section', { class: 'panel', 'aria-labelledby': 'history-title' },
         h('h2', { id: 'history-title' }, 'Model history'),
         models.length

@@ -123,34 +123,48 @@ const present = (value, format) => (value === undefined ? undefined : format(val
 const COMPONENTS = ['anomaly', 'threat', 'behavioral', 'geographic', 'temporal'];
 const SEED_WEIGHTS = [0.3, 0.25, 0.2, 0.15, 0.1];
 
+/** The score bands of the scorer (scorer/src/risk.rs): the worst finding's severity → [floor, ceiling]. */
+const BANDS = { critical: [90, 100], high: [70, 90], medium: [40, 70] };
+const NO_FLOOR_BAND = [0, 40];
+
 /**
- * The seed's composite, shown the way the scorer computes it: each component is 0-100, and the
- * risk is the weighted mean, sum(weight × component) / sum(weights). Each row shows its share of
- * the risk, so the shares add up to the score an analyst sees in the table.
+ * How the scorer reached the risk: each component is 0-100; the composite is the seed's weighted
+ * mean, sum(weight × component) / sum(weights), and each row shows its share of it, so the shares
+ * add up to the composite. The composite is then placed in the band of the worst finding
+ * (critical 90-100, high 70-90, medium 40-70, otherwise 0-40): risk = floor + (ceiling − floor) ×
+ * composite / 100.
  */
 function riskBreakdown(session) {
   const components = session.risk_components || {};
   const weights = Array.isArray(components.weights) && components.weights.length === 5 ? components.weights : SEED_WEIGHTS;
   const weightSum = weights.reduce((sum, weight) => sum + Number(weight), 0) || 1;
   const reasons = Array.isArray(session.risk_reasons) ? session.risk_reasons : [];
-  let total = 0;
+  let composite = 0;
   const rows = COMPONENTS.map((name, index) => {
     const value = Math.max(0, Math.min(100, Number(components[name]) || 0));
     const share = (weights[index] * value) / weightSum;
-    total += share;
+    composite += share;
     const fill = h('span', {});
     fill.style.width = `${value}%`;
     const own = reasons.filter((reason) => reason.component === name);
+    const status = name === 'anomaly' && components.anomaly_status ? h('span', { class: 'muted', id: 'anomaly-status' }, ` ${components.anomaly_status}`) : null;
     return h('div', {},
       h('div', { class: 'component', 'data-component': name },
-        h('span', {}, `${name} ×${weights[index]}`),
+        h('span', {}, `${name} ×${weights[index]}`, status),
         h('span', { class: 'track', role: 'meter', 'aria-label': `${name} component`, 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': value.toFixed(1) }, fill),
         h('span', { class: 'num' }, value.toFixed(1)),
-        h('span', { class: 'num share', title: 'share of the risk score' }, `+${share.toFixed(1)}`)),
+        h('span', { class: 'num share', title: 'share of the composite' }, `+${share.toFixed(1)}`)),
       own.length ? h('ul', { class: 'reasons' }, own.map((reason) => h('li', {}, `${reason.reason} (${reason.rule}, ${Number(reason.score).toFixed(1)})`))) : null);
   });
-  rows.push(h('p', { class: 'component-total' }, `Risk = Σ weight × component / ${num(weightSum, 2)} = `,
-    h('strong', { id: 'risk-total' }, total.toFixed(1))));
+  const [floor, ceiling] = BANDS[components.floor] || NO_FLOOR_BAND;
+  const risk = floor + ((ceiling - floor) * composite) / 100;
+  rows.push(h('p', { class: 'component-total' }, `Composite = Σ weight × component / ${num(weightSum, 2)} = `,
+    h('strong', { id: 'risk-composite' }, composite.toFixed(1))));
+  rows.push(h('p', { class: 'component-total', id: 'risk-band' },
+    components.floor
+      ? `Worst finding: ${components.floor} (${text(components.floor_rule)}), band ${floor}–${ceiling}: risk = ${floor} + ${ceiling - floor} × composite / 100 = `
+      : `No finding of medium or worse, band ${floor}–${ceiling}: risk = ${ceiling} × composite / 100 = `,
+    h('strong', { id: 'risk-total' }, risk.toFixed(1))));
   return rows;
 }
 
