@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sample_replays",
         sql: include_str!("../migrations/0004_sample_replays.sql"),
     },
+    Migration {
+        version: 5,
+        name: "bouncers",
+        sql: include_str!("../migrations/0005_bouncers.sql"),
+    },
 ];
 
 /// Key of the advisory lock migrations hold (the bytes of "vncmigr").
