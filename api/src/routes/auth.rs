@@ -98,7 +98,7 @@ async fn issue_pair(
     role: Role,
 ) -> ApiResult<TokenPair> {
     let (access_token, _) = state.auth.issue_access(uid, username, role)?;
-    let (refresh_token, hash) = tokens::new_refresh_token();
+    let (refresh_token, hash) = tokens::new_secret_token();
     let ttl = state.auth.refresh_ttl.as_secs() as f64;
     client
         .execute(
@@ -136,7 +136,7 @@ pub async fn refresh(
              WHERE r.token_hash = $1 AND r.revoked_at IS NULL AND r.expires_at > now()
                AND u.id = r.user_id AND NOT u.disabled
              RETURNING u.id, u.username, u.role",
-            &[&tokens::hash_refresh_token(&request.refresh_token)],
+            &[&tokens::hash_secret_token(&request.refresh_token)],
         )
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid, used or expired refresh token"))?;
@@ -176,7 +176,7 @@ pub async fn logout(
         client
             .execute(
                 "UPDATE api_refresh_tokens SET revoked_at = now() WHERE token_hash = $1 AND user_id = $2 AND revoked_at IS NULL",
-                &[&tokens::hash_refresh_token(&token), &user.0.uid],
+                &[&tokens::hash_secret_token(&token), &user.0.uid],
             )
             .await?;
     }

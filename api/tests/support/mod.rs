@@ -40,6 +40,15 @@ pub fn config() -> ApiConfig {
 
 /// Starts the API on `bus` with `config`, a migrated database and one user per role.
 pub async fn start<B: bus::Bus>(bus: B, config: ApiConfig) -> TestApi {
+    start_on(bus, config, std::net::Ipv4Addr::LOCALHOST.into()).await
+}
+
+/// [`start`], listening on a free port of `address` (a lab bridge's, for clients in namespaces).
+pub async fn start_on<B: bus::Bus>(
+    bus: B,
+    config: ApiConfig,
+    address: std::net::IpAddr,
+) -> TestApi {
     let db = TestDatabase::create().await.unwrap();
     let pool = sink::connect_pool(db.url(), 8, std::time::Duration::from_secs(5)).unwrap();
     {
@@ -53,7 +62,7 @@ pub async fn start<B: bus::Bus>(bus: B, config: ApiConfig) -> TestApi {
         }
     }
     let state = AppState::new(config, pool.clone(), &bus).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((address, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(api::serve(state.clone(), bus, listener, async {
@@ -121,6 +130,38 @@ impl TestApi {
         }
         if let Some(body) = body {
             request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// A new bouncer named `name`, made by the admin; its API key.
+    pub async fn create_bouncer(&self, name: &str) -> String {
+        let (status, body) = self
+            .call(
+                Some(Role::Admin),
+                "POST",
+                "/api/bouncers",
+                Some(serde_json::json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["api_key"].as_str().unwrap().to_string()
+    }
+
+    /// `GET /v1/decisions/stream?query` with `key` as `X-Api-Key` (none when None).
+    pub async fn stream(&self, key: Option<&str>, query: &str) -> (u16, serde_json::Value) {
+        let mut request = self
+            .http
+            .get(self.url(&format!("/v1/decisions/stream?{query}")))
+            .header("user-agent", "vncguard-test/1");
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
