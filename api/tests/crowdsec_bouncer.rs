@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use api::auth::Role;
 use bus::memory::MemoryBus;
 use serde_json::json;
-use support::TestApi;
 use testkit::netns::Lab;
 
 /// The bouncer's poll period. CrowdSec ships 10 s; 1 s is what the README recommends for
@@ -100,19 +99,6 @@ async fn wait_set(lab: &Lab, address: &str, present: bool, what: &str) -> Durati
     start.elapsed()
 }
 
-async fn block(api: &TestApi, address: &str, duration: &str) -> String {
-    let (status, body) = api
-        .call(
-            Some(Role::Analyst),
-            "POST",
-            "/api/firewall/block",
-            Some(json!({"ip_address": address, "duration": duration, "reason": "bouncer test"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["decision_id"].as_str().unwrap().to_string()
-}
-
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -141,7 +127,7 @@ async fn crowdsec_firewall_bouncer_enforces_blocks_unblocks_and_expiry() {
 
     // In force before the bouncer starts: its startup poll brings it.
     let before = net(50);
-    block(&api, &before, "1h").await;
+    api.block(&before, "1h").await;
     let config = bouncer_config(&lab, &format!("{}/", api.base), &key);
     let mut command = lab.command(Some(0), &binary);
     command.arg("-c").arg(&config);
@@ -180,29 +166,21 @@ async fn crowdsec_firewall_bouncer_enforces_blocks_unblocks_and_expiry() {
     for i in 0..SAMPLES {
         phase(i).await;
         let address = net(100 + i as u32);
-        decisions.push((block(&api, &address, "1h").await, address.clone()));
+        decisions.push((api.block(&address, "1h").await, address.clone()));
         latencies.push(wait_set(&lab, &address, true, "a block").await);
     }
     // Unblocks: each address leaves the set.
     let mut removals = Vec::new();
     for (i, (decision_id, address)) in decisions.iter().enumerate() {
         phase(i).await;
-        let (status, body) = api
-            .call(
-                Some(Role::Analyst),
-                "POST",
-                "/api/firewall/unblock",
-                Some(json!({"decision_id": decision_id})),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
+        api.unblock(json!({ "decision_id": decision_id })).await;
         removals.push(wait_set(&lab, address, false, "an unblock").await);
     }
     assert!(in_set(&lab, &before), "an unrelated ban stays");
 
     // Expiry: a four-second ban comes and goes by itself.
     let brief = net(60);
-    block(&api, &brief, "4").await;
+    api.block(&brief, "4").await;
     wait_set(&lab, &brief, true, "a short block").await;
     wait_set(&lab, &brief, false, "an expiry").await;
 
@@ -245,7 +223,7 @@ async fn crowdsec_firewall_bouncer_enforces_blocks_unblocks_and_expiry() {
         testkit::wait_for("a refused poll", Duration::from_secs(30), || refusals() > 0)
     });
     let after = net(70);
-    block(&api, &after, "1h").await;
+    api.block(&after, "1h").await;
     let seen = refusals();
     tokio::task::block_in_place(|| {
         testkit::wait_for("a poll after the block", Duration::from_secs(30), || {

@@ -20,20 +20,6 @@ async fn started() -> TestApi {
     support::start(MemoryBus::new(10_000), support::config()).await
 }
 
-/// An analyst's block of `address` for `duration`; its decision id.
-async fn block(api: &TestApi, address: &str, duration: &str) -> String {
-    let (status, body) = api
-        .call(
-            Some(Role::Analyst),
-            "POST",
-            "/api/firewall/block",
-            Some(json!({"ip_address": address, "duration": duration, "reason": "stream test"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["decision_id"].as_str().unwrap().to_string()
-}
-
 /// The decisions of `list` (`new` or `deleted`) for `value`.
 fn entries<'a>(answer: &'a Value, list: &str, value: &str) -> Vec<&'a Value> {
     answer[list]
@@ -212,11 +198,11 @@ async fn bouncer_keys_are_shown_once_stored_hashed_refused_and_revoked_at_once()
 async fn the_stream_answers_startup_then_what_changed_since_each_poll() {
     let api = started().await;
     let key = api.create_bouncer("fw-stream").await;
-    let long = block(&api, "203.0.113.7", "1h").await;
-    block(&api, "198.51.100.0/24", "2h").await;
+    let long = api.block("203.0.113.7", "1h").await;
+    api.block("198.51.100.0/24", "2h").await;
     // A shorter ban of an address banned longer, and one that ends in a moment.
-    let short = block(&api, "203.0.113.7", "3").await;
-    let brief = block(&api, "192.0.2.60", "2").await;
+    let short = api.block("203.0.113.7", "3").await;
+    let brief = api.block("192.0.2.60", "2").await;
     let client = api.pool.get().await.unwrap();
     // The responder's automatic block (as the sink writes it) and a dry run that must never show.
     client
@@ -266,7 +252,7 @@ async fn the_stream_answers_startup_then_what_changed_since_each_poll() {
     assert_eq!(quiet["new"], json!([]), "{quiet}");
 
     // A new block, an unblock; a HEAD in between moves nothing on.
-    block(&api, "192.0.2.77", "1h").await;
+    api.block("192.0.2.77", "1h").await;
     let head = api
         .http
         .head(api.url("/v1/decisions/stream"))
@@ -275,15 +261,7 @@ async fn the_stream_answers_startup_then_what_changed_since_each_poll() {
         .await
         .unwrap();
     assert_eq!(head.status(), 200);
-    let (status, body) = api
-        .call(
-            Some(Role::Analyst),
-            "POST",
-            "/api/firewall/unblock",
-            Some(json!({"ip_address": "198.51.100.0/24"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    api.unblock(json!({"ip_address": "198.51.100.0/24"})).await;
     let (_, delta) = api.stream(Some(&key), "").await;
     assert_eq!(entries(&delta, "new", "192.0.2.77").len(), 1, "{delta}");
     let lifted = entries(&delta, "deleted", "198.51.100.0/24");
@@ -338,7 +316,7 @@ async fn the_stream_answers_startup_then_what_changed_since_each_poll() {
 async fn a_write_committed_after_a_poll_began_is_in_the_next_one() {
     let api = started().await;
     let key = api.create_bouncer("fw-late").await;
-    block(&api, "192.0.2.30", "1h").await;
+    api.block("192.0.2.30", "1h").await;
     let (status, _) = api.stream(Some(&key), "startup=true").await;
     assert_eq!(status, 200);
     let mut writer = api.pool.get().await.unwrap();
@@ -371,8 +349,8 @@ async fn a_write_committed_after_a_poll_began_is_in_the_next_one() {
 async fn filters_select_scopes_origins_and_scenarios_and_unknown_parameters_are_refused() {
     let api = started().await;
     let key = api.create_bouncer("fw-filters").await;
-    block(&api, "203.0.113.20", "1h").await;
-    block(&api, "203.0.113.0/28", "1h").await;
+    api.block("203.0.113.20", "1h").await;
+    api.block("203.0.113.0/28", "1h").await;
     let client = api.pool.get().await.unwrap();
     client
         .batch_execute(

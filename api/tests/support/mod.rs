@@ -140,6 +140,33 @@ impl TestApi {
         )
     }
 
+    /// An analyst's block of `address` for `duration` through the API; its decision id.
+    pub async fn block(&self, address: &str, duration: &str) -> String {
+        let (status, body) = self
+            .call(
+                Some(Role::Analyst),
+                "POST",
+                "/api/firewall/block",
+                Some(serde_json::json!({"ip_address": address, "duration": duration, "reason": "test"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["decision_id"].as_str().unwrap().to_string()
+    }
+
+    /// An analyst's unblock with `request` (`decision_id` or `ip_address`) through the API.
+    pub async fn unblock(&self, request: serde_json::Value) {
+        let (status, body) = self
+            .call(
+                Some(Role::Analyst),
+                "POST",
+                "/api/firewall/unblock",
+                Some(request),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// A new bouncer named `name`, made by the admin; its API key.
     pub async fn create_bouncer(&self, name: &str) -> String {
         let (status, body) = self
