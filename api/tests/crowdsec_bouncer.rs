@@ -128,6 +128,15 @@ async fn crowdsec_firewall_bouncer_enforces_blocks_unblocks_and_expiry() {
     // In force before the bouncer starts: its startup poll brings it.
     let before = net(50);
     api.block(&before, "1h").await;
+    // The bouncer gives up for good when its first poll fails: start it once the namespace
+    // reaches the API.
+    tokio::task::block_in_place(|| {
+        testkit::wait_for(
+            "the API reachable from the namespace",
+            Duration::from_secs(60),
+            || lab.can_connect(0, &lab.host_ip(), api.addr.port()),
+        )
+    });
     let config = bouncer_config(&lab, &format!("{}/", api.base), &key);
     let mut command = lab.command(Some(0), &binary);
     command.arg("-c").arg(&config);
