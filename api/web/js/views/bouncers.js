@@ -40,7 +40,7 @@ export async function bouncersPanel(ctx) {
   const ticker = setInterval(() => load().catch(() => {}), 10000);
   ctx.onCleanup(() => clearInterval(ticker));
 
-  const name = h('input', { name: 'bouncer_name', required: true, placeholder: 'fw-edge-1', size: 20, pattern: '[A-Za-z0-9._@-]{1,64}' });
+  const name = h('input', { name: 'bouncer_name', required: true, placeholder: 'fw-edge-1', size: 20, pattern: '[A-Za-z0-9._@\\-]{1,64}' });
   const form = h('form', {
     class: 'inline',
     onsubmit: async (event) => {
