@@ -213,14 +213,7 @@ async fn crowdsec_firewall_bouncer_enforces_blocks_unblocks_and_expiry() {
 
     // Revoked: its polls are refused from the next one, so a new block never reaches it.
     let id = polled["id"].as_i64().unwrap();
-    let (status, _) = api
-        .call(
-            Some(Role::Admin),
-            "DELETE",
-            &format!("/api/bouncers/{id}"),
-            None,
-        )
-        .await;
+    let (status, _) = api.revoke_bouncer(id).await;
     assert_eq!(status, 200);
     // The bouncer logs each refused poll as CrowdSec's client reports it.
     let refusals = || {

@@ -143,28 +143,14 @@ async fn bouncer_keys_are_shown_once_stored_hashed_refused_and_revoked_at_once()
 
     // Revoked: refused at the very next poll.
     let id = bouncer["id"].as_i64().unwrap();
-    let (status, body) = api
-        .call(
-            Some(Role::Admin),
-            "DELETE",
-            &format!("/api/bouncers/{id}"),
-            None,
-        )
-        .await;
+    let (status, body) = api.revoke_bouncer(id).await;
     assert_eq!(status, 200, "{body}");
     let unknown = r#"vncguard_api_bouncer_keys_refused_total{reason="unknown"}"#;
     let before = metric(&api, unknown).await;
     let (status, body) = api.stream(Some(&key), "").await;
     assert_eq!(status, 403, "{body}");
     assert!(metric(&api, unknown).await > before);
-    let (status, _) = api
-        .call(
-            Some(Role::Admin),
-            "DELETE",
-            &format!("/api/bouncers/{id}"),
-            None,
-        )
-        .await;
+    let (status, _) = api.revoke_bouncer(id).await;
     assert_eq!(status, 404);
 
     // Refusals spend the address's auth budget: past it, 429, even for a good key.

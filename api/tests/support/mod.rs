@@ -181,6 +181,17 @@ impl TestApi {
         body["api_key"].as_str().unwrap().to_string()
     }
 
+    /// The admin's revocation of bouncer `id`: status and body.
+    pub async fn revoke_bouncer(&self, id: i64) -> (u16, serde_json::Value) {
+        self.call(
+            Some(Role::Admin),
+            "DELETE",
+            &format!("/api/bouncers/{id}"),
+            None,
+        )
+        .await
+    }
+
     /// `GET /v1/decisions/stream?query` with `key` as `X-Api-Key` (none when None).
     pub async fn stream(&self, key: Option<&str>, query: &str) -> (u16, serde_json::Value) {
         let mut request = self
