@@ -430,15 +430,18 @@ pub fn check_password_policy(field: &str, password: &str) -> Result<(), ApiError
     Ok(())
 }
 
-/// A new opaque refresh token and the hash it is stored under.
-pub fn new_refresh_token() -> (String, String) {
+/// A new opaque secret (a refresh token, a bouncer's API key): 32 random bytes in hex, and the
+/// hash it is stored under. 256 random bits need no salt or slow hash: nobody can guess them,
+/// and a stolen table of SHA-256 hashes gives no token back.
+pub fn new_secret_token() -> (String, String) {
     let bytes: [u8; 32] = rand::rng().random();
     let token = hex::encode(bytes);
-    let hash = hash_refresh_token(&token);
+    let hash = hash_secret_token(&token);
     (token, hash)
 }
 
-pub fn hash_refresh_token(token: &str) -> String {
+/// The hex SHA-256 a secret of [`new_secret_token`] is stored and looked up under.
+pub fn hash_secret_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 

@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes;
@@ -14,7 +14,7 @@ use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "vncguard API", description = "VNC session monitoring: sessions, threats and triage, firewall decisions, fleet, models, users. Live events on the WebSocket /ws."),
+    info(title = "vncguard API", description = "VNC session monitoring: sessions, threats and triage, firewall decisions, fleet, models, users, CrowdSec bouncers (and their decision stream, /v1/decisions/stream). Live events on the WebSocket /ws."),
     paths(
         routes::health::health, routes::health::status,
         routes::auth::login, routes::auth::refresh, routes::auth::logout, routes::auth::logout_everywhere,
@@ -24,14 +24,17 @@ use crate::AppState;
         routes::firewall::rules, routes::firewall::block, routes::firewall::unblock, routes::firewall::delete_rule,
         routes::agents::list, routes::models::list,
         routes::users::list, routes::users::create, routes::users::update,
+        routes::bouncers::list, routes::bouncers::create, routes::bouncers::revoke,
+        routes::crowdsec::stream,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;
 
-struct BearerAuth;
+/// Users' bearer tokens, and the bouncers' `X-Api-Key` of the decision stream.
+struct SecuritySchemes;
 
-impl Modify for BearerAuth {
+impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -42,6 +45,10 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "bouncer_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
         );
     }
 }

@@ -6,6 +6,7 @@
 //!   answers errors in one JSON shape ([`error`]).
 //! - [`auth`]: passwords, access/refresh tokens, revocation; [`rate_limit`]: per-address limits;
 //!   [`audit`]: every state-changing request into `api_audit_log`.
+//! - [`bouncers`]: CrowdSec bouncers' API keys; `routes::crowdsec` serves them the decisions.
 //! - [`ws`]: the fan-out from the bus to WebSocket clients, each with a bounded queue.
 //! - [`docs`]: the OpenAPI 3 document (utoipa) and its offline page.
 //!
@@ -14,6 +15,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bouncers;
 pub mod connection_slots;
 pub mod docs;
 pub mod error;
@@ -266,13 +268,20 @@ pub struct ClientAddr(pub IpAddr);
 /// The client address of a request: the TCP peer, or, when the peer is one of
 /// `trusted_proxies`, the address its `X-Forwarded-For` gives (see [`forwarded_client`]).
 pub fn client_addr(request: &axum::extract::Request, trusted_proxies: &[ipnet::IpNet]) -> IpAddr {
-    let peer = request
-        .extensions()
+    client_addr_of(request.extensions(), request.headers(), trusted_proxies)
+}
+
+/// [`client_addr`] from a request's extensions and headers (an extractor has only its parts).
+pub fn client_addr_of(
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    trusted_proxies: &[ipnet::IpNet],
+) -> IpAddr {
+    let peer = extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip())
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    let forwarded = request
-        .headers()
+    let forwarded = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|value| value.to_str().ok());
@@ -323,11 +332,15 @@ async fn rate_limit_layer(
         &state.api_limiter
     };
     let client = client_addr(&request, &state.config.trusted_proxies);
+    let crowdsec = path.starts_with("/v1/");
     match limiter.check(client) {
         Ok(()) => {
             let mut request = request;
             request.extensions_mut().insert(ClientAddr(client));
             next.run(request).await
+        }
+        Err(retry_after) if crowdsec => {
+            routes::crowdsec::crowdsec_error(error::ApiError::too_many(retry_after))
         }
         Err(retry_after) => error::ApiError::too_many(retry_after).into_response(),
     }

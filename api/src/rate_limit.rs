@@ -116,6 +116,20 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Seconds until `client` may try again when it is over its limit now, without counting a
+    /// request (a caller that counts only failures asks this before trying).
+    pub fn blocked_for(&self, client: IpAddr) -> Option<u64> {
+        if self.spec.max == u32::MAX {
+            return None;
+        }
+        let now = Instant::now();
+        let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let window = table.get(&client)?;
+        let elapsed = now.duration_since(window.started);
+        (elapsed < self.spec.window && window.count >= self.spec.max)
+            .then(|| self.spec.window.saturating_sub(elapsed).as_secs().max(1))
+    }
+
     fn evict(&self, table: &mut HashMap<IpAddr, Window>, now: Instant) {
         let window = self.spec.window;
         let before = table.len();
@@ -151,12 +165,18 @@ mod tests {
         let limiter = RateLimiter::new("test", "3/60".parse().unwrap(), 10);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        for _ in 0..3 {
+        for _ in 0..2 {
             limiter.check(a).unwrap();
         }
+        assert_eq!(limiter.blocked_for(a), None);
+        limiter.check(a).unwrap();
+        assert!(limiter
+            .blocked_for(a)
+            .is_some_and(|secs| (1..=60).contains(&secs)));
         let retry = limiter.check(a).unwrap_err();
         assert!((1..=60).contains(&retry));
         limiter.check(b).unwrap();
+        assert_eq!(limiter.blocked_for(b), None);
     }
 
     #[test]

@@ -437,3 +437,35 @@ async fn sessions_page_renders_first_page_of_a_million_sessions_within_a_second(
     assert_eq!(result["sorted_by_risk"], true, "the API sorts by risk");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_makes_a_bouncer_key_sees_its_poll_and_revokes_it() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start().await;
+    let result = run_scenario(&stack, "bouncers").await;
+    assert_eq!(result["polled"], 200);
+    assert_eq!(result["revoked"], 403);
+    let client = stack.pool.get().await.unwrap();
+    let audited: Vec<(String, i32)> = client
+        .query(
+            "SELECT method, status FROM api_audit_log WHERE path LIKE '/api/bouncers%' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        audited,
+        [("POST".to_string(), 201), ("DELETE".to_string(), 200)]
+    );
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM bouncers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "revoking deletes the key's hash");
+    drop(client);
+    stack.stop().await;
+}

@@ -41,6 +41,8 @@ async fn health_status_and_docs_answer_their_shapes() {
         "/api/threats/{id}",
         "/api/firewall/block",
         "/api/users/{id}",
+        "/api/bouncers",
+        "/v1/decisions/stream",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),
@@ -744,6 +746,14 @@ fn matrix() -> Vec<(&'static str, &'static str, Option<Value>, Option<Role>)> {
             Some(json!({"disabled": false})),
             Some(Admin),
         ),
+        ("GET", "/api/bouncers", None, Some(Admin)),
+        (
+            "POST",
+            "/api/bouncers",
+            Some(json!({"name": "matrix"})),
+            Some(Admin),
+        ),
+        ("DELETE", "/api/bouncers/0", None, Some(Admin)),
     ]
 }
 

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0004_sample_replays.sql"),
     },
     Migration {
+        version: 5,
+        name: "bouncers",
+        sql: include_str!("../migrations/0005_bouncers.sql"),
+    },
+    Migration {
         version: 6,
         name: "token_families",
         sql: include_str!("../migrations/0006_token_families.sql"),

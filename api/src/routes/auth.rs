@@ -125,7 +125,7 @@ async fn issue_pair(
         state
             .auth
             .issue_access(holder.uid, &holder.username, holder.role, holder.generation)?;
-    let (refresh_token, hash) = tokens::new_refresh_token();
+    let (refresh_token, hash) = tokens::new_secret_token();
     let ttl = state.auth.refresh_ttl.as_secs() as f64;
     let (family_id, family_started) = match family {
         Some((id, started)) => (id, Some(started)),
@@ -162,7 +162,7 @@ pub async fn refresh(
     Json(request): Json<RefreshRequest>,
 ) -> ApiResult<axum::Json<TokenPair>> {
     let client = state.pool.get().await?;
-    let hash = tokens::hash_refresh_token(&request.refresh_token);
+    let hash = tokens::hash_secret_token(&request.refresh_token);
     let absolute = state.config.refresh_absolute_ttl.as_secs() as f64;
     // Using a token revokes it in the same statement, so it rotates exactly once.
     let rotated = client
@@ -272,7 +272,7 @@ pub async fn logout(
         client
             .execute(
                 "UPDATE api_refresh_tokens SET revoked_at = now(), revoked_reason = 'logout' WHERE token_hash = $1 AND user_id = $2 AND revoked_at IS NULL",
-                &[&tokens::hash_refresh_token(&token), &user.0.uid],
+                &[&tokens::hash_secret_token(&token), &user.0.uid],
             )
             .await?;
     }

@@ -3,6 +3,8 @@
 pub mod agents;
 pub mod analytics;
 pub mod auth;
+pub mod bouncers;
+pub mod crowdsec;
 pub mod firewall;
 pub mod health;
 pub mod models;
@@ -45,6 +47,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/models", get(models::list))
         .route("/api/users", get(users::list).post(users::create))
         .route("/api/users/{id}", axum::routing::patch(users::update))
+        .route("/api/bouncers", get(bouncers::list).post(bouncers::create))
+        .route("/api/bouncers/{id}", delete(bouncers::revoke))
+        .route("/v1/decisions/stream", get(crowdsec::stream))
 }
 
 /// A page of a list: how many rows match and where this page is.

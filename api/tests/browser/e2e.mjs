@@ -336,9 +336,40 @@ async function firstStart() {
   return { charted_sessions: charted, threats_24h: threats, agents, model: shownModel, training_sessions: trainingSessions, validation };
 }
 
+// An admin makes a CrowdSec bouncer key on the firewall page, sees it once, sees the bouncer's
+// poll in the list, and revokes it: the decision stream answers the key until then, not after.
+async function bouncers() {
+  await login('admin');
+  await go('#/firewall', '#bouncers-table');
+  await page.getByLabel('Bouncer name').fill('fw-browser');
+  await page.getByRole('button', { name: 'Make a key' }).click();
+  const shown = page.locator('#bouncer-key-value');
+  await shown.waitFor();
+  const key = (await shown.textContent()).trim();
+  check(/^[0-9a-f]{64}$/.test(key), `the new key is shown: ${key}`);
+  await shotWideAndNarrow('bouncers');
+  const poll = async () => (await fetch(`${BASE_URL}/v1/decisions/stream?startup=true`, {
+    headers: { 'X-Api-Key': key, 'User-Agent': 'browser-test-bouncer/1' },
+  })).status;
+  const polled = await poll();
+  check(polled === 200, `the stream answers the new key with ${polled}`);
+  // A fresh load of the page: the poll is listed, and the key is shown nowhere any more.
+  await page.reload();
+  const row = page.locator('#bouncers-table tbody tr', { hasText: 'fw-browser' });
+  await row.waitFor();
+  const listed = (await row.textContent()).trim();
+  check(listed.includes('browser-test-bouncer/1') && !listed.includes('never'), `the list shows the poll: ${listed}`);
+  check(!(await page.textContent('main')).includes(key), 'the key is shown only once');
+  await row.getByRole('button', { name: 'Revoke fw-browser' }).click();
+  await row.waitFor({ state: 'detached' });
+  const revoked = await poll();
+  check(revoked === 403, `the stream answers the revoked key with ${revoked}`);
+  return { polled, revoked, listed };
+}
+
 let result;
 try {
-  result = await ({ live, viewer, sessions_speed: sessionsSpeed, first_start: firstStart })[SCENARIO]();
+  result = await ({ live, viewer, sessions_speed: sessionsSpeed, first_start: firstStart, bouncers })[SCENARIO]();
   check(consoleErrors.length === 0, `no console errors, got: ${consoleErrors.join(' | ')}`);
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
 } catch (error) {

@@ -40,6 +40,15 @@ pub fn config() -> ApiConfig {
 
 /// Starts the API on `bus` with `config`, a migrated database and one user per role.
 pub async fn start<B: bus::Bus>(bus: B, config: ApiConfig) -> TestApi {
+    start_on(bus, config, std::net::Ipv4Addr::LOCALHOST.into()).await
+}
+
+/// [`start`], listening on a free port of `address` (a lab bridge's, for clients in namespaces).
+pub async fn start_on<B: bus::Bus>(
+    bus: B,
+    config: ApiConfig,
+    address: std::net::IpAddr,
+) -> TestApi {
     let db = TestDatabase::create().await.unwrap();
     let pool = sink::connect_pool(db.url(), 8, std::time::Duration::from_secs(5)).unwrap();
     {
@@ -53,7 +62,7 @@ pub async fn start<B: bus::Bus>(bus: B, config: ApiConfig) -> TestApi {
         }
     }
     let state = AppState::new(config, pool.clone(), &bus).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((address, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(api::serve(state.clone(), bus, listener, async {
@@ -142,6 +151,76 @@ impl TestApi {
             )
             .await;
         assert_eq!(status, 200, "PATCH /api/users/{id}: {body}");
+    }
+
+    /// An analyst's block of `address` for `duration` through the API; its decision id.
+    pub async fn block(&self, address: &str, duration: &str) -> String {
+        let (status, body) = self
+            .call(
+                Some(Role::Analyst),
+                "POST",
+                "/api/firewall/block",
+                Some(serde_json::json!({"ip_address": address, "duration": duration, "reason": "test"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["decision_id"].as_str().unwrap().to_string()
+    }
+
+    /// An analyst's unblock with `request` (`decision_id` or `ip_address`) through the API.
+    pub async fn unblock(&self, request: serde_json::Value) {
+        let (status, body) = self
+            .call(
+                Some(Role::Analyst),
+                "POST",
+                "/api/firewall/unblock",
+                Some(request),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// A new bouncer named `name`, made by the admin; its API key.
+    pub async fn create_bouncer(&self, name: &str) -> String {
+        let (status, body) = self
+            .call(
+                Some(Role::Admin),
+                "POST",
+                "/api/bouncers",
+                Some(serde_json::json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["api_key"].as_str().unwrap().to_string()
+    }
+
+    /// The admin's revocation of bouncer `id`: status and body.
+    pub async fn revoke_bouncer(&self, id: i64) -> (u16, serde_json::Value) {
+        self.call(
+            Some(Role::Admin),
+            "DELETE",
+            &format!("/api/bouncers/{id}"),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/decisions/stream?query` with `key` as `X-Api-Key` (none when None).
+    pub async fn stream(&self, key: Option<&str>, query: &str) -> (u16, serde_json::Value) {
+        let mut request = self
+            .http
+            .get(self.url(&format!("/v1/decisions/stream?{query}")))
+            .header("user-agent", "vncguard-test/1");
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     pub async fn get(&self, role: Role, path: &str) -> serde_json::Value {

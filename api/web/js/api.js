@@ -68,6 +68,11 @@ export function canAct() {
   return role === 'analyst' || role === 'admin';
 }
 
+/** Only admins manage users and bouncer keys. */
+export function isAdmin() {
+  return Boolean(auth && auth.user && auth.user.role === 'admin');
+}
+
 function fromTokenResponse(body, previous) {
   const expiresIn = Number(body.expires_in) || 900;
   return {
@@ -153,6 +158,7 @@ export async function request(method, path, body) {
 export const get = (path) => request('GET', path);
 export const post = (path, body) => request('POST', path, body ?? {});
 export const patch = (path, body) => request('PATCH', path, body);
+export const del = (path) => request('DELETE', path);
 
 /** A query string from the non-empty entries of an object. */
 export function query(params) {

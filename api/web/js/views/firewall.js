@@ -1,9 +1,10 @@
 // Firewall: the decisions in force with a live countdown, and block / unblock for analysts.
-import { canAct, get, listOf, post, serverNow } from '../api.js';
+import { canAct, get, isAdmin, listOf, post, serverNow } from '../api.js';
 import { h, field, select, toast, replace } from '../dom.js';
 import { duration, text, time } from '../format.js';
 import { subscribe } from '../live.js';
 import { BLOCK_DURATIONS } from './threats.js';
+import { bouncersPanel } from './bouncers.js';
 
 const ruleId = (rule) => rule.decision_id || rule.id;
 const ruleTarget = (rule) => rule.value || rule.source_ip || rule.ip_address;
@@ -76,6 +77,8 @@ export async function firewallView(ctx) {
       },
     }, field('Address or CIDR', address), field('Duration', length), field('Reason', reason), h('button', { type: 'submit', class: 'btn danger' }, 'Block'))) : null;
 
+  const bouncers = isAdmin() ? await bouncersPanel(ctx) : null;
+
   return h('div', {},
     h('h1', {}, 'Firewall'),
     blockForm,
@@ -85,5 +88,6 @@ export async function firewallView(ctx) {
         [['Address'], ['Action'], ['Origin'], ['Reason'], ['Created', 'hide-narrow'], ['Time left'], ['By', 'hide-narrow'], ['Mode', 'hide-narrow']]
           .map(([title, cls]) => h('th', { scope: 'col', class: cls }, title)),
         actor ? h('th', { scope: 'col' }, h('span', { class: 'muted' }, 'Unblock')) : null)),
-      tbody)));
+      tbody)),
+    bouncers);
 }
