@@ -243,13 +243,14 @@ server_display() {
 capture_start() {
     local file=$1 octet=$2 name
     name=$(basename "$file" .pcap)
-    spawn "tcpdump-$name" ip netns exec "$ns_server" tcpdump -Z root -i "$bridge" -s 0 -B 16384 -U \
+    spawn "tcpdump-$name" ip netns exec "$ns_server" tcpdump -Z root -i "$bridge" -s 0 -B 16384 -U --immediate-mode \
         -w "$file" "host $subnet.$octet and tcp portrange 5900-5905"
     CAPTURE=$SPAWNED
     until_true 5 grep -q 'listening on' "$run/tcpdump-$name.log" || log "tcpdump for $name slow"
 }
 capture_stop() {
-    # The last FIN/ACK reaches the bridge after the client exits.
+    # The last FIN/ACK reaches the bridge after the client exits. (Immediate mode above: without
+    # it, packets still in the kernel's buffer when tcpdump stops are counted but never written.)
     sleep 0.5
     kill -INT "$1" 2>/dev/null
     until_true 10 bash -c "! kill -0 $1"
@@ -303,7 +304,7 @@ viewer_session() {
             local content=${clipboard#*:}
             [ "${clipboard%%:*}" = bulkcopy ] && content=$(head -c "$content" /dev/urandom | base64 -w 76)
             printf '%s' "$content" | ip netns exec "$ns_server" env DISPLAY=":$(server_display "${host:-$server_ip}" "$port")" \
-                timeout 4 xclip -quiet -selection clipboard >/dev/null 2>&1 &
+                timeout 4 xclip -quiet -selection clipboard >>"$run/xclip.log" 2>&1 &
             track $! "xclip-server$octet"
             # The viewer fetches the server's clipboard when something on its desktop pastes.
             sleep 1.5
@@ -390,7 +391,7 @@ record_samples() {
     # 32 sessions from four workstations, four at a time, in one capture like an office's morning.
     local user job jobs=() file="$work/samples.pcap"
     for user in "${users[@]}"; do client_ns "$user" >/dev/null; done
-    spawn tcpdump-samples ip netns exec "$ns_server" tcpdump -Z root -i "$bridge" -s 0 -B 16384 -U \
+    spawn tcpdump-samples ip netns exec "$ns_server" tcpdump -Z root -i "$bridge" -s 0 -B 16384 -U --immediate-mode \
         -w "$file" "tcp portrange 5900-5905"
     local capture=$SPAWNED
     until_true 5 grep -q 'listening on' "$run/tcpdump-samples.log"
@@ -563,7 +564,7 @@ bulk_copy_vncdo() {  # OCTET BYTES: a vncdotool client on its desktop while the 
     sleep 2
     head -c "$bytes" /dev/urandom | base64 -w 76 | ip netns exec "$ns_server" \
         env DISPLAY=":$(server_display "$(desktop_ip "$octet")" $port_xvnc)" \
-        timeout 4 xclip -quiet -selection clipboard >/dev/null 2>&1
+        timeout 4 xclip -quiet -selection clipboard >>"$run/xclip.log" 2>&1
     wait "$client"
 }
 heavy_vncdo() {  # OCTET FRAMES: full framebuffer updates in Raw encoding, 2.6 MB each
@@ -598,7 +599,8 @@ schedule() {
             normal_*)
                 k=${name#normal_}
                 k=$((10#${k%.pcap}))
-                target=$((monday + (k % 5) * 86400 + (8 + (k * 7) % 10) * 3600 + (k * 13 % 60) * 60)) ;;
+                # Every workstation works on every weekday, at varied hours.
+                target=$((monday + ((k * 3 + k / 5) % 5) * 86400 + (8 + (k * 7 + k / 5 * 3) % 10) * 3600 + (k * 13 % 60) * 60)) ;;
             insider_night_viewer*) target=$((monday + 2 * 86400 + 3 * 3600 + 600)) ;;
             insider_night_vncdo*) target=$((monday + 3 * 86400 + 2 * 3600 + 3000)) ;;
             insider_*) target=$((monday + 4 * 86400 + (11 + ${#name} % 5) * 3600 + ${#name} * 60)) ;;
@@ -614,6 +616,13 @@ schedule() {
 }
 
 # ------------------------------------------------------------------ main
+# DETECTION_RESCHEDULE=1 moves the last bench recording's captures ($work/raw) into DIR again,
+# without recording: for a change of the schedule alone.
+if [ "$set_name" = bench ] && [ "${DETECTION_RESCHEDULE:-0}" = 1 ]; then
+    schedule
+    log "rescheduled $(ls "$out"/*.pcap | wc -l) captures into $out"
+    exit 0
+fi
 trap cleanup EXIT INT TERM HUP
 stop_all
 delete_namespaces
