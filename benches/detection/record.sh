@@ -557,11 +557,13 @@ bulk_copy_vncdo() {  # OCTET BYTES: a vncdotool client on its desktop while the 
     local octet=$1 bytes=$2 ns
     ns=$(client_ns "$octet")
     ip netns exec "$ns" timeout 40 "$vncdo" -s "$(desktop_ip "$octet")::$port_xvnc" -p "$password" --delay 50 -t 35 \
-        move 90 70 click 1 pause 3 capture "$work/bulk1.png" pause 5 capture "$work/bulk2.png" \
+        move 90 70 click 1 pause 8 capture "$work/bulk1.png" pause 5 capture "$work/bulk2.png" \
         >>"$run/bulk.log" 2>&1 &
     local client=$!
     track "$client" bulk-vncdo
-    sleep 2
+    # Xvnc tells a client of clipboard changes, not of what the clipboard held when it connected:
+    # copy once vncdotool (a slow start on a busy machine) has logged in.
+    sleep 6
     head -c "$bytes" /dev/urandom | base64 -w 76 | ip netns exec "$ns_server" \
         env DISPLAY=":$(server_display "$(desktop_ip "$octet")" $port_xvnc)" \
         timeout 4 xclip -quiet -selection clipboard >>"$run/xclip.log" 2>&1
