@@ -8,6 +8,9 @@
 #        benches/detection/record.sh bench DIR     normal, attack and insider sessions, one capture
 #                                                  per scenario, moved in time, and DIR/labels.tsv
 #
+# DETECTION_SAMPLE_SESSIONS (samples, default 32) records fewer sessions for a trial;
+# DETECTION_RESCHEDULE=1 (bench) only moves the last recording's captures into DIR again.
+#
 # Needs root (namespaces, tcpdump). Installs what it lacks from Debian (TigerVNC, x11vnc, Xvfb,
 # xdotool, xclip, tcpdump, editcap, the attack tools) and vncdotool into a venv. Every client runs
 # under `timeout`; the whole script under a hard cap. Cleanup stops only the processes this script
@@ -18,7 +21,7 @@ umask 022
 set_name=${1:-}
 out=${2:-}
 case $set_name in samples | bench) ;; *)
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,17p' "$0" >&2
     exit 2
     ;;
 esac
@@ -30,7 +33,6 @@ if [ -z "${DETECTION_RECORD_BOUNDED:-}" ]; then
     exec timeout -k 20 1500 bash "$0" "$@"
 fi
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 work="${DETECTION_WORK:-/tmp/vncguard-detection-$set_name}"
@@ -476,10 +478,10 @@ record_attacks() {
     scenario nmap_vnc_brute 106 attack brute_force "nmap --script vnc-brute" \
         in_ns 106 nmap -n -Pn -sV --version-light -p $port_x11vnc --script vnc-brute --script-args "passdb=$lists/common.txt,brute.firstonly=true" "$server_ip"
     # One password against every server the attacker finds: a spray.
-    scenario spray_servers 107 attack password_spray "one password against five server addresses, two ports" \
+    scenario spray_servers 107 attack password_spray "one password against six server addresses, two ports" \
         spray 107 "$lists/spray.txt"
     # Scanners: service detection and the VNC scripts over a port range and several addresses.
-    scenario nmap_scan 108 attack scan "nmap -sV --script vnc-info over 5900-5910 on five addresses" \
+    scenario nmap_scan 108 attack scan "nmap -sV --script vnc-info over 5900-5910 on six addresses" \
         in_ns 108 nmap -n -Pn -sV --version-light -p 5900-5910 --script vnc-info \
         "$server_ip" $(desktop_ips)
     scenario nmap_auth_bypass 109 attack auth_bypass "nmap --script realvnc-auth-bypass,vnc-info" \
