@@ -16,7 +16,7 @@ cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vncguard/target}"
 export PATH="$HOME/.cargo/bin:$PATH"
 
-all=(capture_vs_peers bus_vs_kcat sink_vs_copy forest_vs_sklearn enricher api_vs_health end_to_end)
+all=(capture_vs_peers bus_vs_kcat sink_vs_copy forest_vs_sklearn enricher api_vs_health end_to_end detection)
 if [ $# -gt 0 ]; then selected=("$@"); else selected=("${all[@]}"); fi
 mkdir -p benches/results
 

@@ -182,6 +182,19 @@ impl Embedded {
         &self.pool
     }
 
+    /// Whether the stages have taken everything published to them off the in-process bus.
+    pub fn drained(&self) -> bool {
+        [
+            topics::SESSIONS_RAW,
+            topics::SESSIONS_ENRICHED,
+            topics::SESSIONS_SCORED,
+            topics::THREATS,
+            topics::AGENT_HEARTBEATS,
+        ]
+        .iter()
+        .all(|topic| self.bus.is_empty(topic.name))
+    }
+
     /// Replays capture files through the capture agent onto the bus, at their recorded times;
     /// returns how many session events were published.
     pub async fn replay(&self, files: &[PathBuf]) -> Result<u64> {

@@ -342,16 +342,7 @@ async fn settle(embedded: &Embedded) -> Result<()> {
             )
             .await?;
         let now: (i64, i64) = (row.get(0), row.get(1));
-        let drained = [
-            schemas::topics::SESSIONS_RAW,
-            schemas::topics::SESSIONS_ENRICHED,
-            schemas::topics::SESSIONS_SCORED,
-            schemas::topics::THREATS,
-            schemas::topics::AGENT_HEARTBEATS,
-        ]
-        .iter()
-        .all(|topic| embedded.bus().is_empty(topic.name));
-        if now == last && drained {
+        if now == last && embedded.drained() {
             return Ok(());
         }
         last = now;
