@@ -4,6 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::capture::checksum::ChecksumValidation;
+use crate::capture::fragments::FragmentLimits;
+
 /// A set of TCP ports, parsed from lists and ranges such as `5900-5905,6900`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PortSet {
@@ -129,6 +132,10 @@ pub struct AgentConfig {
     pub max_buffered_per_flow: usize,
     /// Most out-of-order bytes buffered over all connections.
     pub max_buffered_total: usize,
+    /// Whether TCP checksums are checked (`auto`: unless the capture shows offload).
+    pub checksum_validation: ChecksumValidation,
+    /// Memory and time IP fragment reassembly may use.
+    pub fragments: FragmentLimits,
 }
 
 impl Default for AgentConfig {
@@ -143,6 +150,8 @@ impl Default for AgentConfig {
             max_flows: 100_000,
             max_buffered_per_flow: 1024 * 1024,
             max_buffered_total: 256 * 1024 * 1024,
+            checksum_validation: ChecksumValidation::Auto,
+            fragments: FragmentLimits::default(),
         }
     }
 }

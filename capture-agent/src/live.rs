@@ -143,6 +143,7 @@ struct LiveGauges {
     sessions_total: &'static telemetry::Gauge,
     parse_errors: &'static telemetry::Gauge,
     buffered_bytes: &'static telemetry::Gauge,
+    wire: Vec<(&'static telemetry::Gauge, fn(&CaptureStats) -> u64)>,
 }
 
 impl LiveGauges {
@@ -174,6 +175,7 @@ impl LiveGauges {
                 "Out-of-order bytes held for reassembly.",
                 &[],
             ),
+            wire: wire_gauges(),
         }
     }
 
@@ -190,5 +192,66 @@ impl LiveGauges {
         set(self.sessions_total, stats.sessions_total);
         set(self.parse_errors, stats.parse_errors);
         set(self.buffered_bytes, stats.buffered_bytes);
+        for (gauge, value) in &self.wire {
+            set(gauge, value(stats));
+        }
     }
+}
+
+/// The gauges of what the wire layer (fragments, checksums, RSTs) took and refused.
+fn wire_gauges() -> Vec<(&'static telemetry::Gauge, fn(&CaptureStats) -> u64)> {
+    const FRAGMENTS: &str = "vncguard_agent_fragments";
+    const FRAGMENTS_HELP: &str = "IP fragments and datagrams by what reassembly did with them.";
+    let fragments: [(&str, fn(&CaptureStats) -> u64); 9] = [
+        ("received", |s| s.fragments.fragments),
+        ("reassembled", |s| s.fragments.reassembled),
+        ("duplicate", |s| s.fragments.duplicates),
+        ("overlap_refused", |s| s.fragments.overlaps),
+        ("oversize_refused", |s| s.fragments.oversize),
+        ("too_many_refused", |s| s.fragments.too_many_fragments),
+        ("malformed", |s| s.fragments.malformed),
+        ("timed_out", |s| s.fragments.timed_out),
+        ("evicted", |s| s.fragments.evicted),
+    ];
+    const CHECKSUMS: &str = "vncguard_agent_tcp_checksums";
+    const CHECKSUMS_HELP: &str = "TCP segments by checksum validation outcome.";
+    let checksums: [(&str, fn(&CaptureStats) -> u64); 4] = [
+        ("checked", |s| s.checksums.checked),
+        ("dropped", |s| s.checksums.dropped),
+        ("accepted_bad", |s| s.checksums.accepted_bad),
+        ("unchecked", |s| s.checksums.unchecked),
+    ];
+    const RST: &str = "vncguard_agent_rst_ignored";
+    const RST_HELP: &str = "RSTs ignored for a sequence number that is not the expected one.";
+    let rst: [(&str, fn(&CaptureStats) -> u64); 2] = [
+        ("in_window", |s| s.rst_in_window),
+        ("out_of_window", |s| s.rst_out_of_window),
+    ];
+    let labelled = |name, help, label, values: &[(&str, fn(&CaptureStats) -> u64)]| {
+        values
+            .iter()
+            .map(|&(value, read)| (telemetry::gauge(name, help, &[(label, value)]), read))
+            .collect::<Vec<_>>()
+    };
+    let mut gauges = labelled(FRAGMENTS, FRAGMENTS_HELP, "outcome", &fragments);
+    gauges.extend(labelled(CHECKSUMS, CHECKSUMS_HELP, "outcome", &checksums));
+    gauges.extend(labelled(RST, RST_HELP, "verdict", &rst));
+    let gauge = telemetry::gauge;
+    gauges.push((
+        gauge(
+            "vncguard_agent_fragment_bytes",
+            "Bytes held for incomplete IP datagrams (real allocation).",
+            &[],
+        ),
+        |s| s.fragment_bytes,
+    ));
+    gauges.push((
+        gauge(
+            "vncguard_agent_checksum_offload_assumed",
+            "1 once CHECKSUM_VALIDATION=auto assumed checksum offload and stopped checking.",
+            &[],
+        ),
+        |s| s.checksums.offload_assumed,
+    ));
+    gauges
 }

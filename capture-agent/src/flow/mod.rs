@@ -2,6 +2,7 @@
 //! reassembled directions, traffic counters, the session) and the bounded flow table.
 
 pub mod reassembly;
+pub mod rst;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -10,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::rfb::state::Dir;
 use crate::session::{EndReason, Nanos, Session};
 use reassembly::HalfStream;
+use rst::Advertised;
 
 /// One TCP segment as decoded from a frame.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +26,10 @@ pub struct TcpSegment<'a> {
     pub ack_flag: bool,
     pub fin: bool,
     pub rst: bool,
+    /// The window field (unscaled).
+    pub window: u16,
+    /// A SYN's window scale option (RFC 7323), if it has one.
+    pub window_scale: Option<u8>,
     pub payload: &'a [u8],
     /// Payload bytes the capture cut off (snap length).
     pub missing: u32,
@@ -152,6 +158,8 @@ pub struct Connection {
     pub streams: [HalfStream; 2],
     /// TCP segments seen per direction.
     pub packets: [u64; 2],
+    /// What each side announced (window, acknowledgements), for judging RSTs.
+    pub advertised: [Advertised; 2],
     /// The client's SYN was seen: the connection is seen from its start.
     pub syn_seen: bool,
     pub fin: [bool; 2],
@@ -168,6 +176,7 @@ impl Connection {
             last_packet: now,
             streams: [HalfStream::default(), HalfStream::default()],
             packets: [0; 2],
+            advertised: [Advertised::default(); 2],
             syn_seen: false,
             fin: [false; 2],
             rst: false,
@@ -202,6 +211,7 @@ impl Connection {
         std::mem::swap(&mut self.client, &mut self.server);
         self.streams.swap(0, 1);
         self.packets.swap(0, 1);
+        self.advertised.swap(0, 1);
         self.fin.swap(0, 1);
     }
 }
