@@ -143,7 +143,7 @@ struct LiveGauges {
     sessions_total: &'static telemetry::Gauge,
     parse_errors: &'static telemetry::Gauge,
     buffered_bytes: &'static telemetry::Gauge,
-    wire: Vec<(&'static telemetry::Gauge, fn(&CaptureStats) -> u64)>,
+    wire: Vec<(&'static telemetry::Gauge, StatRead)>,
 }
 
 impl LiveGauges {
@@ -198,24 +198,26 @@ impl LiveGauges {
     }
 }
 
+/// Reads one counter of the capture statistics.
+type StatRead = fn(&CaptureStats) -> u64;
+
 /// The gauges of what the wire layer (fragments, checksums, RSTs) took and refused.
-fn wire_gauges() -> Vec<(&'static telemetry::Gauge, fn(&CaptureStats) -> u64)> {
+fn wire_gauges() -> Vec<(&'static telemetry::Gauge, StatRead)> {
     const FRAGMENTS: &str = "vncguard_agent_fragments";
     const FRAGMENTS_HELP: &str = "IP fragments and datagrams by what reassembly did with them.";
-    let fragments: [(&str, fn(&CaptureStats) -> u64); 9] = [
+    let fragments: [(&str, StatRead); 8] = [
         ("received", |s| s.fragments.fragments),
         ("reassembled", |s| s.fragments.reassembled),
         ("duplicate", |s| s.fragments.duplicates),
         ("overlap_refused", |s| s.fragments.overlaps),
         ("oversize_refused", |s| s.fragments.oversize),
-        ("too_many_refused", |s| s.fragments.too_many_fragments),
         ("malformed", |s| s.fragments.malformed),
         ("timed_out", |s| s.fragments.timed_out),
         ("evicted", |s| s.fragments.evicted),
     ];
     const CHECKSUMS: &str = "vncguard_agent_tcp_checksums";
     const CHECKSUMS_HELP: &str = "TCP segments by checksum validation outcome.";
-    let checksums: [(&str, fn(&CaptureStats) -> u64); 4] = [
+    let checksums: [(&str, StatRead); 4] = [
         ("checked", |s| s.checksums.checked),
         ("dropped", |s| s.checksums.dropped),
         ("accepted_bad", |s| s.checksums.accepted_bad),
@@ -223,11 +225,11 @@ fn wire_gauges() -> Vec<(&'static telemetry::Gauge, fn(&CaptureStats) -> u64)> {
     ];
     const RST: &str = "vncguard_agent_rst_ignored";
     const RST_HELP: &str = "RSTs ignored for a sequence number that is not the expected one.";
-    let rst: [(&str, fn(&CaptureStats) -> u64); 2] = [
+    let rst: [(&str, StatRead); 2] = [
         ("in_window", |s| s.rst_in_window),
         ("out_of_window", |s| s.rst_out_of_window),
     ];
-    let labelled = |name, help, label, values: &[(&str, fn(&CaptureStats) -> u64)]| {
+    let labelled = |name, help, label, values: &[(&str, StatRead)]| {
         values
             .iter()
             .map(|&(value, read)| (telemetry::gauge(name, help, &[(label, value)]), read))

@@ -152,17 +152,32 @@ fn fold(mut sum: u64) -> u16 {
     sum as u16
 }
 
-/// Whether the checksum of the TCP segment `tcp` from `src` to `dst` is right: the one's
-/// complement sum over the pseudo-header and the segment, checksum field included, is 0xffff.
-pub fn tcp_checksum_ok(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> bool {
-    let mut sum = 6 + tcp.len() as u64;
+fn pseudo_header_sum(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u64 {
+    let mut sum = 6 + tcp_len as u64;
     for address in [src, dst] {
         sum = match address {
             IpAddr::V4(v4) => add_words(sum, &v4.octets()),
             IpAddr::V6(v6) => add_words(sum, &v6.octets()),
         };
     }
+    sum
+}
+
+/// Whether the checksum of the TCP segment `tcp` from `src` to `dst` is right: the one's
+/// complement sum over the pseudo-header and the segment, checksum field included, is 0xffff.
+pub fn tcp_checksum_ok(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> bool {
+    let sum = pseudo_header_sum(src, dst, tcp.len());
     tcp.len() >= 20 && fold(add_words(sum, tcp)) == 0xffff
+}
+
+/// The checksum field value for the TCP segment `tcp` (its own field taken as zero), for
+/// those who build segments (the red-team tests forge them).
+pub fn tcp_checksum(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> u16 {
+    let field = tcp
+        .get(16..18)
+        .map_or(0, |f| u64::from(u16::from_be_bytes([f[0], f[1]])));
+    // Taking the field out of the sum: adding its complement is subtracting it.
+    !fold(add_words(pseudo_header_sum(src, dst, tcp.len()), tcp) + u64::from(!(field as u16)))
 }
 
 #[cfg(test)]
@@ -200,6 +215,8 @@ mod tests {
                     "10.0.0.9".parse().unwrap()
                 };
                 assert!(!tcp_checksum_ok(other, dst, &tcp), "v6 {v6} {payload:?}");
+                let checksum = tcp_checksum(src, dst, &tcp);
+                assert_eq!(u16::from_be_bytes([tcp[16], tcp[17]]), checksum);
                 let last = tcp.len() - 1;
                 tcp[last] ^= 0x01;
                 assert!(!tcp_checksum_ok(src, dst, &tcp), "v6 {v6} {payload:?}");

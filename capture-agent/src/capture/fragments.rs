@@ -17,7 +17,10 @@
 //! evasion attempt, and the counter (`overlaps`) is the alarm.
 //!
 //! **Bounds.** A datagram ends at 65,535 bytes (the IP length fields' limit; beyond it is the
-//! ping-of-death pattern, counted as `oversize`) and after [`MAX_FRAGMENTS`] fragments. All
+//! ping-of-death pattern, counted as `oversize`), so it has at most 8,191 fragments that do not
+//! overlap (8-byte pieces, the smallest there are). No lower cap: a server's stack takes them
+//! all, so a cap would be a way to hide a datagram from the agent, and with the received ranges
+//! in a B-tree each fragment costs O(log n) whatever the order they come in. All
 //! datagrams together hold at most `limits.max_bytes` of real allocation (buffers' capacity,
 //! range lists and a per-datagram overhead); past it the oldest datagrams are evicted, since
 //! honest fragments of a datagram arrive within milliseconds of each other and what lingers is
@@ -33,16 +36,13 @@ use crate::session::Nanos;
 /// The largest datagram payload an IP length field can describe.
 pub const MAX_DATAGRAM: usize = 65_535;
 
-/// Fragments one datagram may arrive in. The largest datagram cut at IPv6's minimum MTU (1280)
-/// takes 52 and at IPv4's rare 576 takes 118; 1,024 still takes 64-byte pieces of the largest
-/// datagram or 8-byte pieces (fragroute's favourite) of an 8 KiB one. It bounds the work of one
-/// datagram (each fragment is checked against the ranges held); a datagram in more pieces is
-/// dropped and counted (`too_many_fragments`).
-pub const MAX_FRAGMENTS: usize = 1024;
-
 /// What a datagram in the table costs beyond its buffers: the table entry, the age index entry
 /// and the allocator's headers, rounded up.
 const DATAGRAM_OVERHEAD: usize = 160;
+
+/// What one received range costs in the B-tree: 16 bytes of key and value, and a node's
+/// share (a node holds up to 11 entries and its header and edges), rounded up.
+const RANGE_COST: usize = 48;
 
 /// How much reassembly may hold and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +80,6 @@ pub struct FragmentCounters {
     pub overlaps: u64,
     /// Datagrams discarded for ending past 65,535 bytes or disagreeing about their end.
     pub oversize: u64,
-    /// Datagrams discarded for arriving in more than [`MAX_FRAGMENTS`] pieces.
-    pub too_many_fragments: u64,
     /// Fragments dropped because the capture cut them (snap length) or, IPv6, their length is
     /// not a multiple of 8 though more follow.
     pub malformed: u64,
@@ -126,9 +124,8 @@ struct Datagram {
     serial: u64,
     started: Nanos,
     data: Vec<u8>,
-    /// Byte ranges received, sorted and merged where they touch.
-    ranges: Vec<(usize, usize)>,
-    fragments: usize,
+    /// Byte ranges received (start to end), merged where they touch.
+    ranges: BTreeMap<usize, usize>,
     /// The fragmentable part's length, once its last fragment came.
     total: Option<usize>,
     /// The first header of the fragmentable part, from the fragment at offset 0.
@@ -137,14 +134,13 @@ struct Datagram {
 
 impl Datagram {
     fn cost(&self) -> usize {
-        DATAGRAM_OVERHEAD
-            + self.data.capacity()
-            + self.ranges.capacity() * std::mem::size_of::<(usize, usize)>()
+        DATAGRAM_OVERHEAD + self.data.capacity() + self.ranges.len() * RANGE_COST
     }
 
     fn is_complete(&self) -> bool {
-        self.total
-            .is_some_and(|total| self.ranges.as_slice() == [(0, total)])
+        self.total.is_some_and(|total| {
+            self.ranges.len() == 1 && self.ranges.first_key_value() == Some((&0, &total))
+        })
     }
 }
 
@@ -157,33 +153,35 @@ enum Placement {
 
 fn place(datagram: &Datagram, start: usize, bytes: &[u8]) -> Placement {
     let end = start + bytes.len();
-    let mut overlapping = datagram
-        .ranges
-        .iter()
-        .filter(|&&(lo, hi)| lo < end && start < hi);
-    match (overlapping.next(), overlapping.next()) {
-        (None, _) => Placement::New,
-        (Some(&(lo, hi)), None)
-            if lo <= start && end <= hi && datagram.data[start..end] == *bytes =>
-        {
-            Placement::Duplicate
-        }
-        _ => Placement::Conflict,
+    // Ranges are disjoint and merged: only the last one starting before `end` can hold the
+    // fragment whole, and if it does no other range touches it.
+    let Some((&lo, &hi)) = datagram.ranges.range(..end).next_back() else {
+        return Placement::New;
+    };
+    if hi <= start {
+        Placement::New
+    } else if lo <= start && end <= hi && datagram.data[start..end] == *bytes {
+        Placement::Duplicate
+    } else {
+        Placement::Conflict
     }
 }
 
-/// Adds `[start, end)` to sorted ranges, merging what it touches.
-fn merge_range(ranges: &mut Vec<(usize, usize)>, start: usize, end: usize) {
-    let at = ranges.partition_point(|&(_, hi)| hi < start);
-    let mut lo = start;
-    let mut hi = end;
-    let mut until = at;
-    while until < ranges.len() && ranges[until].0 <= end {
-        lo = lo.min(ranges[until].0);
-        hi = hi.max(ranges[until].1);
-        until += 1;
+/// Adds `[start, end)` to the ranges, merging the ones it touches.
+fn merge_range(ranges: &mut BTreeMap<usize, usize>, start: usize, end: usize) {
+    let (mut lo, mut hi) = (start, end);
+    if let Some((&before, &before_end)) = ranges.range(..start).next_back() {
+        if before_end >= start {
+            lo = before;
+            hi = hi.max(before_end);
+            ranges.remove(&before);
+        }
     }
-    ranges.splice(at..until, [(lo, hi)]);
+    while let Some((&next, &next_end)) = ranges.range(lo..=hi).next() {
+        hi = hi.max(next_end);
+        ranges.remove(&next);
+    }
+    ranges.insert(lo, hi);
 }
 
 /// The reassembly table of one capture.
@@ -263,7 +261,7 @@ impl Reassembler {
             protocol: if src.is_ipv4() { protocol } else { 0 },
         };
         let mut bytes = bytes;
-        if fragment.more && bytes.len() % 8 != 0 {
+        if fragment.more && !bytes.len().is_multiple_of(8) {
             if src.is_ipv4() {
                 // RFC 791 has every fragment but the last end on an 8-byte boundary; Linux
                 // trims an IPv4 fragment to it and goes on, so the agent does too.
@@ -292,8 +290,7 @@ impl Reassembler {
                     serial,
                     started: now,
                     data: Vec::new(),
-                    ranges: Vec::new(),
-                    fragments: 0,
+                    ranges: BTreeMap::new(),
                     total: None,
                     protocol: None,
                 };
@@ -303,7 +300,7 @@ impl Reassembler {
         };
         // The datagram's end: past the IP limit, or two fragments disagreeing about it, or
         // bytes past an end already known; Linux discards the datagram for each.
-        let held_end = datagram.ranges.last().map_or(0, |&(_, hi)| hi);
+        let held_end = datagram.ranges.last_key_value().map_or(0, |(_, &hi)| hi);
         let bad_end = end > MAX_DATAGRAM
             || match (fragment.more, datagram.total) {
                 (false, Some(total)) => total != end,
@@ -313,11 +310,6 @@ impl Reassembler {
             };
         if bad_end {
             self.counters.oversize += 1;
-            self.remove(&key);
-            return Outcome::Dropped;
-        }
-        if datagram.fragments >= MAX_FRAGMENTS {
-            self.counters.too_many_fragments += 1;
             self.remove(&key);
             return Outcome::Dropped;
         }
@@ -349,7 +341,6 @@ impl Reassembler {
         }
         datagram.data[start..end].copy_from_slice(bytes);
         merge_range(&mut datagram.ranges, start, end);
-        datagram.fragments += 1;
         let after = datagram.cost();
         self.used = self.used + after - before;
 
@@ -536,7 +527,7 @@ mod tests {
     fn the_memory_budget_evicts_the_oldest() {
         let data = data(4096);
         let limits = FragmentLimits {
-            max_bytes: 3 * (4096 + DATAGRAM_OVERHEAD + 64),
+            max_bytes: 3 * (4096 + DATAGRAM_OVERHEAD + RANGE_COST),
             ..FragmentLimits::default()
         };
         let mut r = Reassembler::new(limits);
@@ -585,13 +576,16 @@ mod tests {
             Outcome::Dropped
         ));
         assert_eq!(r.counters().oversize, 2);
-        // More than MAX_FRAGMENTS pieces.
-        let mut outcome = Outcome::Held;
-        for i in 0..=MAX_FRAGMENTS {
-            outcome = r.add(0, A, B, 6, frag(3, i * 16, true), &big[..8], 0);
+        // The most pieces there can be (8,191 of 8 bytes, every other one first, then the
+        // rest) make the datagram; one more byte past the end is oversize.
+        let data = data(8191 * 8);
+        let offsets = (0..8191).step_by(2).chain((1..8191).step_by(2));
+        let mut last = Outcome::Held;
+        for i in offsets {
+            let piece = &data[i * 8..i * 8 + 8];
+            last = r.add(0, A, B, 6, frag(3, i * 8, i < 8190), piece, 0);
         }
-        assert!(matches!(outcome, Outcome::Dropped));
-        assert_eq!(r.counters().too_many_fragments, 1);
+        assert!(matches!(last, Outcome::Complete(ref d) if d.bytes == data));
         // A fragment the capture cut short.
         assert!(matches!(
             r.add(0, A, B, 6, frag(4, 0, true), &big[..8], 100),
@@ -605,7 +599,7 @@ mod tests {
         ));
         assert_eq!(r.counters().malformed, 2);
         // IPv4 trims it to 8 bytes, as Linux does: the rest from byte 8 completes it.
-        let data = data(20);
+        let data = self::data(20);
         r.add(0, A, B, 6, frag(6, 0, true), &data[..12], 0);
         let Outcome::Complete(d) = r.add(0, A, B, 6, frag(6, 8, false), &data[8..], 0) else {
             panic!("trimmed fragment and the rest complete the datagram");
@@ -617,13 +611,16 @@ mod tests {
 
     #[test]
     fn ranges_merge() {
-        let mut ranges = Vec::new();
+        let mut ranges = BTreeMap::new();
         for (lo, hi) in [(16, 24), (0, 8), (40, 48), (8, 16), (24, 40)] {
             merge_range(&mut ranges, lo, hi);
         }
-        assert_eq!(ranges, [(0, 48)]);
-        let mut ranges = vec![(0, 8), (16, 24)];
+        assert_eq!(ranges.into_iter().collect::<Vec<_>>(), [(0, 48)]);
+        let mut ranges = BTreeMap::from([(0, 8), (16, 24)]);
         merge_range(&mut ranges, 32, 40);
-        assert_eq!(ranges, [(0, 8), (16, 24), (32, 40)]);
+        assert_eq!(
+            ranges.into_iter().collect::<Vec<_>>(),
+            [(0, 8), (16, 24), (32, 40)]
+        );
     }
 }
