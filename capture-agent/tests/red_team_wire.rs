@@ -4,8 +4,10 @@
 //! The decoder-level attacks are built from a real recorded session (the lab's
 //! `a_normal_vncauth` capture) rewritten packet by packet: fragmented, with forged RSTs, with
 //! bad checksums, moved to IPv6 behind a destination-options header; the summaries the agent
-//! reports must be the untouched session's. The wire-level attack (a fragmented brute force
-//! from a real client) is in `red_team_wire_netns.rs`.
+//! reports must be the untouched session's. The wire-level attack is a brute force from a real
+//! client (vncdotool against TigerVNC in network namespaces) fragmented on the wire by a
+//! router on a 68-byte MTU link, caught by the agent's live capture; it needs root, `Xvnc`,
+//! `vncpasswd` and `vncdo`, and prints why and passes without running when one is missing.
 
 mod common;
 
@@ -400,5 +402,254 @@ fn ipv6_session_behind_destination_options_is_captured_and_parsed() {
             a.pointer_events,
             a.framebuffer_updates
         )
+    );
+}
+
+/// Runs `ip` with `args`; panics with its error output when it fails.
+fn ip(args: &[&str]) {
+    let output = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip");
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The value of the `/metrics` series `series` of this process.
+fn metric(series: &str) -> i64 {
+    telemetry::render()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn fragmented_brute_force_from_a_real_client_is_still_detected() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use capture_agent::live::{self, LiveOptions};
+    use capture_agent::output::FnSink;
+    use testkit::netns::{Lab, VncSession, VncTools};
+
+    let tools = match VncTools::find() {
+        Ok(tools) => tools,
+        Err(reason) => {
+            println!("SKIPPED fragmented brute force: {reason}");
+            return;
+        }
+    };
+    const NET: u8 = 79;
+    let (server, client, router) = (0, 1, 2);
+    let mut lab = match Lab::create(NET, 3) {
+        Ok(lab) => lab,
+        Err(reason) => {
+            println!("SKIPPED fragmented brute force: {reason}");
+            return;
+        }
+    };
+    // The server sits behind a router: a private link server <-> router, and the router's leg
+    // on the bridge has the smallest IPv4 MTU, 68 bytes. Server and client do not set DF
+    // (ip_no_pmtu_disc), so the router fragments what the server sends, as a router on a small
+    // MTU link does; the client's own packets of more than 68 bytes are fragmented by its
+    // kernel. The agent captures on the bridge, where every fragment passes.
+    let (server_link, router_link) = (format!("vgs{}", lab.id()), format!("vgt{}", lab.id()));
+    let private = |host: u8| format!("10.210.{NET}.{host}");
+    let (server_ns, router_ns, client_ns) = (
+        lab.namespace(server).to_string(),
+        lab.namespace(router).to_string(),
+        lab.namespace(client).to_string(),
+    );
+    ip(&[
+        "-n",
+        &server_ns,
+        "link",
+        "add",
+        &server_link,
+        "type",
+        "veth",
+    ]
+    .into_iter()
+    .chain(["peer", "name", &router_link, "netns", &router_ns])
+    .collect::<Vec<_>>());
+    ip(&[
+        "-n",
+        &server_ns,
+        "addr",
+        "add",
+        &format!("{}/24", private(1)),
+        "dev",
+        &server_link,
+    ]);
+    ip(&["-n", &server_ns, "link", "set", &server_link, "up"]);
+    ip(&[
+        "-n",
+        &router_ns,
+        "addr",
+        "add",
+        &format!("{}/24", private(2)),
+        "dev",
+        &router_link,
+    ]);
+    ip(&["-n", &router_ns, "link", "set", &router_link, "up"]);
+    ip(&[
+        "-n",
+        &server_ns,
+        "link",
+        "set",
+        &lab.interface(server),
+        "down",
+    ]);
+    ip(&[
+        "-n",
+        &server_ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &private(2),
+    ]);
+    ip(&[
+        "-n",
+        &client_ns,
+        "route",
+        "add",
+        &format!("10.210.{NET}.0/24"),
+        "via",
+        &lab.ip(router),
+    ]);
+    ip(&[
+        "-n",
+        &router_ns,
+        "link",
+        "set",
+        &lab.interface(router),
+        "mtu",
+        "68",
+    ]);
+    ip(&[
+        "-n",
+        &client_ns,
+        "link",
+        "set",
+        &lab.interface(client),
+        "mtu",
+        "68",
+    ]);
+    for (i, setting) in [
+        (router, "net.ipv4.ip_forward=1"),
+        (server, "net.ipv4.ip_no_pmtu_disc=1"),
+        (client, "net.ipv4.ip_no_pmtu_disc=1"),
+    ] {
+        lab.run_in(i, &["sysctl", "-qw", setting]).expect("sysctl");
+    }
+
+    let password_file = lab.vnc_password_file(&tools.vncpasswd, "secret12");
+    let display = 300 + std::process::id() % 300;
+    lab.start_vnc_server(server, &tools.xvnc, &password_file, display);
+
+    // The agent, in this process, live on the bridge with its real BPF filter.
+    let config = AgentConfig {
+        agent_id: "red-team-wire".to_string(),
+        ..AgentConfig::default()
+    };
+    let options = LiveOptions {
+        interface: lab.bridge().to_string(),
+        host: "red-team".to_string(),
+        heartbeat_interval: Duration::from_secs(3600),
+        enforcing: false,
+    };
+    let capture = live::open(&options, &config).expect("capturing on the bridge");
+    let events: Arc<Mutex<Vec<SessionEvent>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let agent = {
+        let (events, stop) = (events.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut sink =
+                FnSink(|event: &SessionEvent| events.lock().expect("events").push(event.clone()));
+            live::run(capture, &options, config, &mut sink, &stop)
+        })
+    };
+
+    // The brute force: six logins with a wrong password, each its own session. TigerVNC
+    // refuses the sixth for too many failures.
+    let server_ip = private(1);
+    let attempts = 6;
+    for _ in 0..attempts {
+        let guess = VncSession {
+            server: &server_ip,
+            password: "wrong-guess",
+            limit: Duration::from_secs(30),
+        };
+        let outcome = lab.vnc_client(client, &tools.vncdo, guess, &["pause", "0.1"]);
+        assert!(
+            outcome.is_err(),
+            "a wrong password was accepted: {outcome:?}"
+        );
+    }
+    let ended = || -> Vec<SessionSummary> { common::summaries(&events.lock().expect("events")) };
+    testkit::wait_for("every attempt ended", Duration::from_secs(60), || {
+        ended().len() >= attempts
+    });
+    stop.store(true, Ordering::Relaxed);
+    agent.join().expect("agent thread").expect("live capture");
+
+    let summaries = ended();
+    assert_eq!(summaries.len(), attempts, "{summaries:#?}");
+    let failed = summaries
+        .iter()
+        .filter(|s| s.auth_result == AuthResult::Failed)
+        .count();
+    assert!(
+        summaries.iter().all(|s| {
+            s.client_ip == lab.ip(client)
+                && s.server_ip == server_ip
+                && matches!(s.auth_result, AuthResult::Failed | AuthResult::TooMany)
+        }),
+        "{summaries:#?}"
+    );
+    assert!(failed >= 5, "failures counted per session: {summaries:#?}");
+    let reassembled = metric("vncguard_agent_fragments{outcome=\"reassembled\"}");
+    // Each failure (SecurityResult and its reason, 30 bytes of payload) came in fragments.
+    assert!(
+        reassembled >= failed as i64,
+        "the failures came in fragments:\n{}",
+        telemetry::render()
+    );
+
+    // Through the real enricher and scorer: a brute-force threat against the client.
+    let mut all = events.lock().expect("events").clone();
+    all.sort_by_key(|e| e.time);
+    let geo = enricher::geo::GeoDatabases::empty();
+    let reputation = enricher::reputation::Reputation::default();
+    let mut windows =
+        enricher::windows::PartitionWindows::new(enricher::windows::WindowConfig::default());
+    let mut scorer = scorer::stage::ScoringStage::new(
+        scorer::model::ModelStore::new(scorer::model::DEFAULT_MODEL_NAME),
+        scorer::risk::RiskConfig::default(),
+        1000,
+    );
+    let threats: Vec<schemas::Threat> = all
+        .into_iter()
+        .flat_map(|event| {
+            let enriched = enricher::stage::enrich_event(
+                &geo,
+                &reputation,
+                chrono_tz::Tz::UTC,
+                &mut windows,
+                event,
+            );
+            scorer.score_session(enriched).1
+        })
+        .collect();
+    assert!(
+        threats
+            .iter()
+            .any(|t| t.threat_type == "brute_force" && t.source_ip == lab.ip(client)),
+        "threats: {threats:#?}"
     );
 }
