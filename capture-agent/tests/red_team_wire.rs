@@ -6,13 +6,21 @@
 //! bad checksums, moved to IPv6 behind a destination-options header; the summaries the agent
 //! reports must be the untouched session's. The wire-level attack is a brute force from a real
 //! client (vncdotool against TigerVNC in network namespaces) fragmented on the wire by a
-//! router on a 68-byte MTU link, caught by the agent's live capture; it needs root, `Xvnc`,
-//! `vncpasswd` and `vncdo`, and prints why and passes without running when one is missing.
+//! router on a 68-byte MTU link, caught by the agent's live capture, and two RSTs injected into
+//! a live session. These need root, `Xvnc`, `vncpasswd` and `vncdo`, and print why and pass
+//! without running when one is missing.
 
 mod common;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use capture_agent::live::{self, LiveOptions};
+use capture_agent::output::FnSink;
+use testkit::netns::{Lab, VncSession, VncTools};
 
 use capture_agent::capture::checksum::{tcp_checksum, ChecksumValidation};
 use capture_agent::capture::file::CaptureFile;
@@ -426,16 +434,72 @@ fn metric(series: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// The agent's live loop in this process, capturing on `interface` with its real BPF filter.
+/// One at a time: its counters are this process's `/metrics` gauges.
+struct LiveAgent {
+    events: Arc<Mutex<Vec<SessionEvent>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(), capture_agent::RunError>>,
+    _alone: std::sync::MutexGuard<'static, ()>,
+}
+
+static LIVE_AGENTS: Mutex<()> = Mutex::new(());
+
+impl LiveAgent {
+    fn start(interface: &str) -> LiveAgent {
+        let alone = LIVE_AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+        let config = AgentConfig {
+            agent_id: "red-team-wire".to_string(),
+            ..AgentConfig::default()
+        };
+        let options = LiveOptions {
+            interface: interface.to_string(),
+            host: "red-team".to_string(),
+            heartbeat_interval: Duration::from_secs(3600),
+            enforcing: false,
+        };
+        let capture = live::open(&options, &config).expect("capturing on the bridge");
+        let events: Arc<Mutex<Vec<SessionEvent>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (events, stop) = (events.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut sink = FnSink(|event: &SessionEvent| {
+                    events.lock().expect("events").push(event.clone())
+                });
+                live::run(capture, &options, config, &mut sink, &stop)
+            })
+        };
+        LiveAgent {
+            events,
+            stop,
+            thread,
+            _alone: alone,
+        }
+    }
+
+    fn ended(&self) -> Vec<SessionSummary> {
+        common::summaries(&self.events.lock().expect("events"))
+    }
+
+    fn events(&self) -> Vec<SessionEvent> {
+        self.events.lock().expect("events").clone()
+    }
+
+    /// Stops the loop (open sessions end with `shutdown`) and waits for it.
+    fn stop(self) -> Vec<SessionEvent> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .expect("agent thread")
+            .expect("live capture");
+        let events = self.events.lock().expect("events").clone();
+        events
+    }
+}
+
 #[test]
 fn fragmented_brute_force_from_a_real_client_is_still_detected() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use capture_agent::live::{self, LiveOptions};
-    use capture_agent::output::FnSink;
-    use testkit::netns::{Lab, VncSession, VncTools};
-
     let tools = match VncTools::find() {
         Ok(tools) => tools,
         Err(reason) => {
@@ -443,7 +507,7 @@ fn fragmented_brute_force_from_a_real_client_is_still_detected() {
             return;
         }
     };
-    const NET: u8 = 79;
+    const NET: u8 = 86;
     let (server, client, router) = (0, 1, 2);
     let mut lab = match Lab::create(NET, 3) {
         Ok(lab) => lab,
@@ -552,28 +616,7 @@ fn fragmented_brute_force_from_a_real_client_is_still_detected() {
     let display = 300 + std::process::id() % 300;
     lab.start_vnc_server(server, &tools.xvnc, &password_file, display);
 
-    // The agent, in this process, live on the bridge with its real BPF filter.
-    let config = AgentConfig {
-        agent_id: "red-team-wire".to_string(),
-        ..AgentConfig::default()
-    };
-    let options = LiveOptions {
-        interface: lab.bridge().to_string(),
-        host: "red-team".to_string(),
-        heartbeat_interval: Duration::from_secs(3600),
-        enforcing: false,
-    };
-    let capture = live::open(&options, &config).expect("capturing on the bridge");
-    let events: Arc<Mutex<Vec<SessionEvent>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let agent = {
-        let (events, stop) = (events.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut sink =
-                FnSink(|event: &SessionEvent| events.lock().expect("events").push(event.clone()));
-            live::run(capture, &options, config, &mut sink, &stop)
-        })
-    };
+    let agent = LiveAgent::start(lab.bridge());
 
     // The brute force: six logins with a wrong password, each its own session. TigerVNC
     // refuses the sixth for too many failures.
@@ -591,14 +634,11 @@ fn fragmented_brute_force_from_a_real_client_is_still_detected() {
             "a wrong password was accepted: {outcome:?}"
         );
     }
-    let ended = || -> Vec<SessionSummary> { common::summaries(&events.lock().expect("events")) };
     testkit::wait_for("every attempt ended", Duration::from_secs(60), || {
-        ended().len() >= attempts
+        agent.ended().len() >= attempts
     });
-    stop.store(true, Ordering::Relaxed);
-    agent.join().expect("agent thread").expect("live capture");
-
-    let summaries = ended();
+    let mut all = agent.stop();
+    let summaries = common::summaries(&all);
     assert_eq!(summaries.len(), attempts, "{summaries:#?}");
     let failed = summaries
         .iter()
@@ -622,7 +662,6 @@ fn fragmented_brute_force_from_a_real_client_is_still_detected() {
     );
 
     // Through the real enricher and scorer: a brute-force threat against the client.
-    let mut all = events.lock().expect("events").clone();
     all.sort_by_key(|e| e.time);
     let geo = enricher::geo::GeoDatabases::empty();
     let reputation = enricher::reputation::Reputation::default();
@@ -651,5 +690,119 @@ fn fragmented_brute_force_from_a_real_client_is_still_detected() {
             .iter()
             .any(|t| t.threat_type == "brute_force" && t.source_ip == lab.ip(client)),
         "threats: {threats:#?}"
+    );
+}
+
+#[test]
+fn forged_rst_on_the_wire_mid_session_leaves_the_session_whole() {
+    let tools = match VncTools::find() {
+        Ok(tools) => tools,
+        Err(reason) => {
+            println!("SKIPPED forged RST on the wire: {reason}");
+            return;
+        }
+    };
+    let (server, client) = (0, 1);
+    let mut lab = match Lab::create(87, 2) {
+        Ok(lab) => lab,
+        Err(reason) => {
+            println!("SKIPPED forged RST on the wire: {reason}");
+            return;
+        }
+    };
+    let password_file = lab.vnc_password_file(&tools.vncpasswd, "secret12");
+    let display = 600 + std::process::id() % 300;
+    lab.start_vnc_server(server, &tools.xvnc, &password_file, display);
+    let agent = LiveAgent::start(lab.bridge());
+    // The attacker's view of the bridge: it learns the addresses, ports and the sequence
+    // number it must miss, and injects its RSTs there.
+    let (client_ip, server_ip) = (lab.ip(client), lab.ip(server));
+    let mut attacker = pcap::Capture::from_device(lab.bridge())
+        .and_then(|c| c.immediate_mode(true).open())
+        .and_then(|c| c.setnonblock())
+        .expect("attacker capture");
+    attacker
+        .filter(
+            &format!("tcp and src host {client_ip} and dst port 5900"),
+            true,
+        )
+        .expect("filter");
+
+    // A session that types after a pause, in which the forged RSTs come.
+    let session = VncSession {
+        server: &server_ip,
+        password: "secret12",
+        limit: Duration::from_secs(30),
+    };
+    let actions = ["pause", "3", "type", "hello", "pause", "0.5"];
+    let vncdo = lab.spawn_vnc_client(client, &tools.vncdo, session, &actions, "vncdo.log");
+    testkit::wait_for("the session authenticated", Duration::from_secs(30), || {
+        agent
+            .events()
+            .iter()
+            .any(|e| e.kind == schemas::SessionEventKind::Auth)
+    });
+    // The last segment the client sent so far: where the server's window starts.
+    let mut last: Option<Vec<u8>> = None;
+    testkit::wait_for("a client segment seen", Duration::from_secs(10), || {
+        while let Ok(packet) = attacker.next_packet() {
+            last = Some(packet.data.to_vec());
+        }
+        last.is_some()
+    });
+    let frame = last.expect("a client segment");
+    let seen = etherparse::SlicedPacket::from_ethernet(&frame).expect("an Ethernet frame");
+    let Some(etherparse::TransportSlice::Tcp(tcp)) = seen.transport else {
+        panic!("not TCP")
+    };
+    let next = tcp
+        .sequence_number()
+        .wrapping_add(tcp.payload().len() as u32);
+    let client_port = tcp.source_port();
+    let (server_mac, client_mac): ([u8; 6], [u8; 6]) = (
+        frame[0..6].try_into().expect("MAC"),
+        frame[6..12].try_into().expect("MAC"),
+    );
+    let octets = |ip: &str| ip.parse::<std::net::Ipv4Addr>().expect("IPv4").octets();
+    for seq in [next.wrapping_add(1000), next.wrapping_add(1 << 31)] {
+        let mut rst = Vec::new();
+        etherparse::PacketBuilder::ethernet2(client_mac, server_mac)
+            .ipv4(octets(&client_ip), octets(&server_ip), 64)
+            .tcp(client_port, 5900, seq, 1024)
+            .rst()
+            .write(&mut rst, &[])
+            .expect("forged RST");
+        attacker.sendpacket(rst).expect("inject the RST");
+    }
+
+    testkit::wait_for("the client done", Duration::from_secs(30), || {
+        lab.exited(vncdo)
+    });
+    testkit::wait_for("the session ended", Duration::from_secs(30), || {
+        !agent.ended().is_empty()
+    });
+    let in_window = metric("vncguard_agent_rst_ignored{verdict=\"in_window\"}");
+    let out_of_window = metric("vncguard_agent_rst_ignored{verdict=\"out_of_window\"}");
+    let summaries = common::summaries(&agent.stop());
+    assert_eq!(summaries.len(), 1, "one session, not split: {summaries:#?}");
+    let s = &summaries[0];
+    assert_eq!(s.client_port, i32::from(client_port));
+    assert_eq!(s.auth_result, AuthResult::Ok);
+    assert_eq!(
+        s.key_events, 10,
+        "hello, typed after the RSTs, is in the session"
+    );
+    assert_eq!(
+        s.end_reason.as_deref(),
+        Some("fin"),
+        "{}",
+        lab.log("vncdo.log")
+    );
+    assert!(!s.desynced && s.gap_bytes == 0, "{s:#?}");
+    assert_eq!(
+        (in_window, out_of_window),
+        (1, 1),
+        "{}",
+        telemetry::render()
     );
 }
