@@ -528,82 +528,46 @@ fn fragmented_brute_force_from_a_real_client_is_still_detected() {
         lab.namespace(router).to_string(),
         lab.namespace(client).to_string(),
     );
-    ip(&[
-        "-n",
-        &server_ns,
-        "link",
-        "add",
-        &server_link,
-        "type",
-        "veth",
-    ]
-    .into_iter()
-    .chain(["peer", "name", &router_link, "netns", &router_ns])
-    .collect::<Vec<_>>());
-    ip(&[
-        "-n",
-        &server_ns,
-        "addr",
-        "add",
-        &format!("{}/24", private(1)),
-        "dev",
-        &server_link,
-    ]);
-    ip(&["-n", &server_ns, "link", "set", &server_link, "up"]);
-    ip(&[
-        "-n",
-        &router_ns,
-        "addr",
-        "add",
-        &format!("{}/24", private(2)),
-        "dev",
-        &router_link,
-    ]);
-    ip(&["-n", &router_ns, "link", "set", &router_link, "up"]);
-    ip(&[
-        "-n",
-        &server_ns,
-        "link",
-        "set",
-        &lab.interface(server),
-        "down",
-    ]);
-    ip(&[
-        "-n",
-        &server_ns,
-        "route",
-        "add",
-        "default",
-        "via",
-        &private(2),
-    ]);
-    ip(&[
-        "-n",
-        &client_ns,
-        "route",
-        "add",
-        &format!("10.210.{NET}.0/24"),
-        "via",
-        &lab.ip(router),
-    ]);
-    ip(&[
-        "-n",
-        &router_ns,
-        "link",
-        "set",
-        &lab.interface(router),
-        "mtu",
-        "68",
-    ]);
-    ip(&[
-        "-n",
-        &client_ns,
-        "link",
-        "set",
-        &lab.interface(client),
-        "mtu",
-        "68",
-    ]);
+    let leg = |i: usize| lab.interface(i);
+    let (server_cidr, router_cidr) = (format!("{}/24", private(1)), format!("{}/24", private(2)));
+    let (private_net, router_private, router_ip) =
+        (format!("10.210.{NET}.0/24"), private(2), lab.ip(router));
+    let (legs, links) = (
+        [leg(server), leg(router), leg(client)],
+        [&server_link, &router_link],
+    );
+    let [server_leg, router_leg, client_leg] = legs.each_ref().map(String::as_str);
+    let [server_link, router_link] = links.map(String::as_str);
+    let (sn, rn, cn) = (server_ns.as_str(), router_ns.as_str(), client_ns.as_str());
+    for command in [
+        &[
+            sn,
+            "link",
+            "add",
+            server_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            router_link,
+            "netns",
+            rn,
+        ][..],
+        &[sn, "addr", "add", &server_cidr, "dev", server_link],
+        &[sn, "link", "set", server_link, "up"],
+        &[rn, "addr", "add", &router_cidr, "dev", router_link],
+        &[rn, "link", "set", router_link, "up"],
+        // The server is reached through the router only.
+        &[sn, "link", "set", server_leg, "down"],
+        &[sn, "route", "add", "default", "via", &router_private],
+        &[cn, "route", "add", &private_net, "via", &router_ip],
+        &[rn, "link", "set", router_leg, "mtu", "68"],
+        &[cn, "link", "set", client_leg, "mtu", "68"],
+    ] {
+        let mut args = vec!["-n"];
+        args.extend_from_slice(command);
+        ip(&args);
+    }
     for (i, setting) in [
         (router, "net.ipv4.ip_forward=1"),
         (server, "net.ipv4.ip_no_pmtu_disc=1"),

@@ -229,11 +229,17 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn modes() {
+    /// An IPv4 segment with a right checksum and the same with a wrong one.
+    fn good_and_bad() -> (IpAddr, IpAddr, Vec<u8>, Vec<u8>) {
         let (src, dst, good) = segment(false, b"hello");
         let mut bad = good.clone();
         bad[16] ^= 0x55;
+        (src, dst, good, bad)
+    }
+
+    #[test]
+    fn modes() {
+        let (src, dst, good, bad) = good_and_bad();
 
         let mut yes = ChecksumPolicy::new(ChecksumValidation::Yes);
         assert!(yes.admit(src, dst, &good, true));
@@ -249,9 +255,7 @@ mod tests {
 
     #[test]
     fn auto_assumes_offload_when_many_are_bad() {
-        let (src, dst, good) = segment(false, b"hello");
-        let mut bad = good.clone();
-        bad[16] ^= 0x55;
+        let (src, dst, good, bad) = good_and_bad();
         // One bad in thirty, as TSO segments at an offloading sender: every segment is accepted
         // while sampling, offload is assumed at the 10th bad one, and checking stops.
         let mut auto = ChecksumPolicy::new(ChecksumValidation::Auto);
