@@ -55,6 +55,9 @@ pub struct CaptureStats {
     pub rst_in_window: u64,
     /// RSTs outside the receive window: ignored.
     pub rst_out_of_window: u64,
+    /// SYNs on an open connection (RFC 5961 §4 challenge-ACK case): held, and ignored unless
+    /// the server's SYN-ACK shows a new connection.
+    pub syn_in_session: u64,
 }
 
 impl CaptureStats {
@@ -331,12 +334,26 @@ impl Agent {
         self.advance(ts);
         let key = FlowKey::new(seg.src, seg.src_port, seg.dst, seg.dst_port);
 
-        // A new SYN on a tuple whose connection is over (or silent) starts a new connection.
-        if seg.syn && !seg.ack_flag {
-            if let Some(conn) = self.flows.get(&key) {
-                let reused =
-                    conn.is_closing() || conn.streams.iter().any(|s| s.counters.delivered > 0);
-                if reused {
+        // A new SYN on a tuple whose connection is over starts a new connection. On an open
+        // one (data delivered, no FIN or RST) it is RFC 5961 §4's challenge-ACK case: the
+        // server keeps its connection, and so does the agent, so a forged SYN cannot end a
+        // session either. Only the server's SYN-ACK to that SYN (it had no connection left on
+        // the tuple: the capture missed the old one's end) makes it a new connection.
+        if seg.syn {
+            if let Some(conn) = self.flows.get_mut(&key) {
+                let open =
+                    !conn.is_closing() && conn.streams.iter().any(|s| s.counters.delivered > 0);
+                let answered = seg.ack_flag
+                    && conn
+                        .pending_syn
+                        .is_some_and(|(_, syn)| seg.ack == syn.seq.wrapping_add(1));
+                if !seg.ack_flag && open {
+                    conn.pending_syn = Some((ts, seg.header_only()));
+                    self.stats.syn_in_session += 1;
+                    return;
+                }
+                if (!seg.ack_flag && conn.is_closing()) || answered {
+                    let pending = conn.pending_syn.take();
                     if let Some(old) = self.flows.remove(&key) {
                         let reason = if old.is_closing() {
                             old.close_reason()
@@ -344,6 +361,9 @@ impl Agent {
                             EndReason::IdleTimeout
                         };
                         self.end_connection(old, reason);
+                    }
+                    if let (true, Some((at, syn))) = (answered, pending) {
+                        self.handle_segment(at, &syn);
                     }
                 }
             }

@@ -154,13 +154,19 @@ fn tcp_view(ip: &[u8]) -> (u8, usize, u32, u16) {
 /// An RST forged from `model` (a packet of the session): same addresses and ports, no payload,
 /// sequence number `seq`.
 fn forged_rst(model: &IpFrame, seq: u32) -> IpFrame {
+    forged(model, seq, 0x04)
+}
+
+/// A segment with TCP flags `flags` forged from `model`: same addresses and ports, no payload,
+/// sequence number `seq`.
+fn forged(model: &IpFrame, seq: u32, flags: u8) -> IpFrame {
     let header = ihl(&model.ip);
     let data_offset = usize::from(model.ip[header + 12] >> 4) * 4;
     let mut ip = model.ip[..header + data_offset].to_vec();
     let total = ip.len() as u16;
     ip[2..4].copy_from_slice(&total.to_be_bytes());
     ip[header + 4..header + 8].copy_from_slice(&seq.to_be_bytes());
-    ip[header + 13] = 0x04;
+    ip[header + 13] = flags;
     fix_v4_checksums(&mut ip);
     IpFrame {
         ts: model.ts + 1,
@@ -212,6 +218,22 @@ fn forged_rst_with_a_bad_sequence_number_leaves_the_session_whole() {
     let (cut, _) = analyse("rst-exact.pcap", &reset, &cfg);
     assert_eq!(cut[0].end_reason.as_deref(), Some("rst"));
     assert!(cut[0].bytes_c2s < whole[0].bytes_c2s || cut.len() > 1);
+}
+
+#[test]
+fn forged_syn_on_the_tuple_of_an_open_session_leaves_it_whole() {
+    let frames = recorded_session();
+    let cfg = config(ChecksumValidation::Yes);
+    let (whole, _) = analyse("syn-none.pcap", &frames, &cfg);
+    let (at, next) = mid_session_client_segment(&frames);
+    let mut forged_syn = frames.clone();
+    forged_syn.insert(at + 1, forged(&frames[at], next.wrapping_add(77_777), 0x02));
+    let (attacked, stats) = analyse("syn-forged.pcap", &forged_syn, &cfg);
+    assert_eq!(stats.syn_in_session, 1);
+    assert_eq!(
+        attacked, whole,
+        "the SYN neither ended nor split the session"
+    );
 }
 
 /// `frames` with every TCP packet cut into IPv4 fragments of `size` bytes, each datagram's

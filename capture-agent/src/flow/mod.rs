@@ -35,6 +35,28 @@ pub struct TcpSegment<'a> {
     pub missing: u32,
 }
 
+impl TcpSegment<'_> {
+    /// This segment without its payload, to keep (a held SYN carries none).
+    pub fn header_only(&self) -> TcpSegment<'static> {
+        TcpSegment {
+            src: self.src,
+            dst: self.dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            seq: self.seq,
+            ack: self.ack,
+            syn: self.syn,
+            ack_flag: self.ack_flag,
+            fin: self.fin,
+            rst: self.rst,
+            window: self.window,
+            window_scale: self.window_scale,
+            payload: &[],
+            missing: 0,
+        }
+    }
+}
+
 fn ip_words(ip: IpAddr) -> [u64; 2] {
     let b = match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -164,6 +186,9 @@ pub struct Connection {
     pub syn_seen: bool,
     pub fin: [bool; 2],
     pub rst: bool,
+    /// A client SYN that came while the connection was open, with its time: a new connection
+    /// only if the server answers it (see the agent).
+    pub pending_syn: Option<(Nanos, TcpSegment<'static>)>,
     pub content: Content,
 }
 
@@ -180,6 +205,7 @@ impl Connection {
             syn_seen: false,
             fin: [false; 2],
             rst: false,
+            pending_syn: None,
             content: Content::Undecided,
         }
     }
