@@ -249,6 +249,14 @@ fn wire_gauges() -> Vec<(&'static telemetry::Gauge, StatRead)> {
     ));
     gauges.push((
         gauge(
+            "vncguard_agent_syn_in_session",
+            "SYNs on the tuple of an open connection, held as RFC 5961 challenge-ACK cases.",
+            &[],
+        ),
+        |s| s.syn_in_session,
+    ));
+    gauges.push((
+        gauge(
             "vncguard_agent_checksum_offload_assumed",
             "1 once CHECKSUM_VALIDATION=auto assumed checksum offload and stopped checking.",
             &[],
