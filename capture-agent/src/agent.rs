@@ -8,10 +8,14 @@ use std::time::Duration;
 
 use schemas::{AgentHeartbeat, SessionEvent, SessionEventKind, Timestamp};
 
-use crate::capture::{decode, Packet};
+use crate::capture::checksum::{ChecksumCounters, ChecksumPolicy};
+use crate::capture::decode::{self, Skipped};
+use crate::capture::fragments::{FragmentCounters, Outcome, Reassembler};
+use crate::capture::Packet;
 use crate::config::{AgentConfig, PortSet};
 use crate::flow::handshake::Handshake;
 use crate::flow::reassembly::{BufferBudget, Chunk};
+use crate::flow::rst::{judge_rst, RstVerdict};
 use crate::flow::{Connection, Content, FlowKey, FlowMap, TcpSegment};
 use crate::rfb::parser::could_be_banner;
 use crate::rfb::state::{Dir, ParseBudget};
@@ -56,6 +60,20 @@ pub struct CaptureStats {
     pub parse_buffered_bytes: u64,
     /// Directions that lost framing because `max_parse_buffered_total` was reached.
     pub parse_budget_refusals: u64,
+    /// IP fragment reassembly.
+    pub fragments: FragmentCounters,
+    /// Bytes held for incomplete IP datagrams right now (real allocation).
+    pub fragment_bytes: u64,
+    /// TCP checksum validation.
+    pub checksums: ChecksumCounters,
+    /// RSTs in the receive window but not at the exact sequence number: ignored (RFC 5961
+    /// challenge ACK case).
+    pub rst_in_window: u64,
+    /// RSTs outside the receive window: ignored.
+    pub rst_out_of_window: u64,
+    /// SYNs on an open connection (RFC 5961 §4 challenge-ACK case): held, and ignored unless
+    /// the server's SYN-ACK shows a new connection.
+    pub syn_in_session: u64,
 }
 
 impl CaptureStats {
@@ -177,6 +195,8 @@ pub struct Agent {
     events: Vec<SessionEvent>,
     budget: BufferBudget,
     parse_budget: Arc<ParseBudget>,
+    fragments: Reassembler,
+    checksums: ChecksumPolicy,
     stats: CaptureStats,
     now: Nanos,
     next_sweep: Option<Nanos>,
@@ -198,6 +218,8 @@ impl Agent {
             linger: ns(config.close_linger),
             flows: FlowMap::default(),
             events: Vec::new(),
+            fragments: Reassembler::new(config.fragments),
+            checksums: ChecksumPolicy::new(config.checksum_validation),
             stats: CaptureStats::default(),
             now: i64::MIN,
             next_sweep: None,
@@ -231,6 +253,9 @@ impl Agent {
         s.reassembly_global_cap_hits = self.budget.global_cap_hits;
         s.parse_buffered_bytes = self.parse_budget.used() as u64;
         s.parse_budget_refusals = self.parse_budget.refused();
+        s.fragments = self.fragments.counters();
+        s.fragment_bytes = self.fragments.used() as u64;
+        s.checksums = self.checksums.counters();
         s
     }
 
@@ -257,20 +282,65 @@ impl Agent {
     pub fn handle_packet(&mut self, packet: &Packet<'_>) {
         self.stats.packets += 1;
         self.stats.bytes += u64::from(packet.orig_len.max(packet.data.len() as u32));
-        match decode::tcp_segment(packet.link, packet.data) {
-            Ok(seg) => self.handle_segment(packet.ts, &seg),
-            Err(decode::Skipped::LinkType) => {
-                self.stats.unsupported_link += 1;
-                self.advance(packet.ts);
+        let ip = match decode::ip_payload(packet.link, packet.data) {
+            Ok(ip) => ip,
+            Err(skipped) => return self.skip(packet.ts, skipped),
+        };
+        let Some(fragment) = ip.fragment else {
+            let tcp = decode::tcp_bytes(ip.protocol, ip.bytes);
+            return self.handle_tcp(packet.ts, ip.src, ip.dst, tcp, ip.missing);
+        };
+        if !decode::may_carry_tcp(ip.protocol) {
+            return self.skip(packet.ts, Skipped::NotTcp);
+        }
+        let now = self.now.max(packet.ts);
+        let outcome = self.fragments.add(
+            now,
+            ip.src,
+            ip.dst,
+            ip.protocol,
+            fragment,
+            ip.bytes,
+            ip.missing,
+        );
+        match outcome {
+            Outcome::Complete(datagram) => {
+                let tcp = decode::tcp_bytes(datagram.protocol, &datagram.bytes);
+                self.handle_tcp(packet.ts, ip.src, ip.dst, tcp, 0);
             }
-            Err(decode::Skipped::Malformed) => {
-                self.stats.malformed += 1;
-                self.advance(packet.ts);
-            }
-            Err(decode::Skipped::NotTcp) => {
-                self.stats.not_tcp += 1;
-                self.advance(packet.ts);
-            }
+            Outcome::Held | Outcome::Dropped => self.advance(packet.ts),
+        }
+    }
+
+    /// A frame that gave no TCP segment.
+    fn skip(&mut self, ts: Nanos, why: Skipped) {
+        match why {
+            Skipped::LinkType => self.stats.unsupported_link += 1,
+            Skipped::Malformed => self.stats.malformed += 1,
+            Skipped::NotTcp => self.stats.not_tcp += 1,
+        }
+        self.advance(ts);
+    }
+
+    /// The TCP bytes of a whole datagram (`missing` of them cut off by the capture): decoded,
+    /// checksum-checked, and on to the flow table.
+    fn handle_tcp(
+        &mut self,
+        ts: Nanos,
+        src: std::net::IpAddr,
+        dst: std::net::IpAddr,
+        tcp: Result<&[u8], Skipped>,
+        missing: usize,
+    ) {
+        let decoded = tcp.and_then(|bytes| Ok((bytes, decode::tcp_of(src, dst, bytes, missing)?)));
+        let (bytes, seg) = match decoded {
+            Ok(decoded) => decoded,
+            Err(skipped) => return self.skip(ts, skipped),
+        };
+        if self.checksums.admit(src, dst, bytes, missing == 0) {
+            self.handle_segment(ts, &seg);
+        } else {
+            self.advance(ts);
         }
     }
 
@@ -296,12 +366,26 @@ impl Agent {
         self.advance(ts);
         let key = FlowKey::new(seg.src, seg.src_port, seg.dst, seg.dst_port);
 
-        // A new SYN on a tuple whose connection is over (or silent) starts a new connection.
-        if seg.syn && !seg.ack_flag {
-            if let Some(conn) = self.flows.get(&key) {
-                let reused =
-                    conn.is_closing() || conn.streams.iter().any(|s| s.counters.delivered > 0);
-                if reused {
+        // A new SYN on a tuple whose connection is over starts a new connection. On an open
+        // one (data delivered, no FIN or RST) it is RFC 5961 §4's challenge-ACK case: the
+        // server keeps its connection, and so does the agent, so a forged SYN cannot end a
+        // session either. Only the server's SYN-ACK to that SYN (it had no connection left on
+        // the tuple: the capture missed the old one's end) makes it a new connection.
+        if seg.syn {
+            if let Some(conn) = self.flows.get_mut(&key) {
+                let open =
+                    !conn.is_closing() && conn.streams.iter().any(|s| s.counters.delivered > 0);
+                let answered = seg.ack_flag
+                    && conn
+                        .pending_syn
+                        .is_some_and(|(_, syn)| seg.ack == syn.seq.wrapping_add(1));
+                if !seg.ack_flag && open {
+                    conn.pending_syn = Some((ts, seg.header_only()));
+                    self.stats.syn_in_session += 1;
+                    return;
+                }
+                if (!seg.ack_flag && conn.is_closing()) || answered {
+                    let pending = conn.pending_syn.take();
                     if let Some(old) = self.flows.remove(&key) {
                         let reason = if old.is_closing() {
                             old.close_reason()
@@ -309,6 +393,9 @@ impl Agent {
                             EndReason::IdleTimeout
                         };
                         self.end_connection(old, reason);
+                    }
+                    if let (true, Some((at, syn))) = (answered, pending) {
+                        self.handle_segment(at, &syn);
                     }
                 }
             }
@@ -338,7 +425,6 @@ impl Agent {
         let Some(conn) = self.flows.get_mut(&key) else {
             return;
         };
-        conn.last_packet = conn.last_packet.max(ts);
         let mut dir = conn.direction(seg.src, seg.src_port);
 
         // Mid-stream pickup without a VNC port to go by: the side sending a banner is the server.
@@ -355,15 +441,30 @@ impl Agent {
         }
 
         let d = dir.index();
+        if seg.rst {
+            // A forged RST must not end the session (nor keep it from going idle).
+            let (sender, receiver) = (&conn.streams[d], &conn.streams[1 - d]);
+            let said = &conn.advertised;
+            match judge_rst(seg, sender, &said[d], receiver, &said[1 - d]) {
+                RstVerdict::Exact => conn.rst = true,
+                RstVerdict::InWindow => {
+                    self.stats.rst_in_window += 1;
+                    return;
+                }
+                RstVerdict::OutOfWindow => {
+                    self.stats.rst_out_of_window += 1;
+                    return;
+                }
+            }
+        }
+        conn.last_packet = conn.last_packet.max(ts);
+        conn.advertised[d].observe(seg);
         conn.packets[d] += 1;
         if seg.syn && !seg.ack_flag && dir == Dir::ClientToServer && !conn.syn_seen {
             conn.syn_seen = true;
             conn.handshake = Handshake::from_syn(seg.seq);
         } else {
             conn.handshake.observe(dir, seg);
-        }
-        if seg.rst {
-            conn.rst = true;
         }
         if seg.fin {
             conn.fin[d] = true;

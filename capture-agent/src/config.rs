@@ -4,6 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::capture::checksum::ChecksumValidation;
+use crate::capture::fragments::FragmentLimits;
+
 /// A set of TCP ports, parsed from lists and ranges such as `5900-5905,6900`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PortSet {
@@ -132,6 +135,10 @@ pub struct AgentConfig {
     pub max_buffered_total: usize,
     /// Most memory held by RFB parse buffers over all sessions (`rfb::state::ParseBudget`).
     pub max_parse_buffered_total: usize,
+    /// Whether TCP checksums are checked (`auto`: unless the capture shows offload).
+    pub checksum_validation: ChecksumValidation,
+    /// Memory and time IP fragment reassembly may use.
+    pub fragments: FragmentLimits,
 }
 
 impl Default for AgentConfig {
@@ -152,6 +159,8 @@ impl Default for AgentConfig {
             // VNC host serves, and bounds what a flood of sessions that each leave a long
             // incomplete message can hold. Past it, directions lose framing (counted).
             max_parse_buffered_total: 64 * 1024 * 1024,
+            checksum_validation: ChecksumValidation::Auto,
+            fragments: FragmentLimits::default(),
         }
     }
 }

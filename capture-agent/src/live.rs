@@ -148,6 +148,7 @@ struct LiveGauges {
     sessions_total: &'static telemetry::Gauge,
     parse_errors: &'static telemetry::Gauge,
     buffered_bytes: &'static telemetry::Gauge,
+    wire: Vec<(&'static telemetry::Gauge, StatRead)>,
 }
 
 impl LiveGauges {
@@ -203,6 +204,7 @@ impl LiveGauges {
                 "Out-of-order bytes held for reassembly.",
                 &[],
             ),
+            wire: wire_gauges(),
         }
     }
 
@@ -236,5 +238,76 @@ impl LiveGauges {
         set(self.sessions_total, stats.sessions_total);
         set(self.parse_errors, stats.parse_errors);
         set(self.buffered_bytes, stats.buffered_bytes);
+        for (gauge, value) in &self.wire {
+            set(gauge, value(stats));
+        }
     }
+}
+
+/// Reads one counter of the capture statistics.
+type StatRead = fn(&CaptureStats) -> u64;
+
+/// The gauges of what the wire layer (fragments, checksums, RSTs) took and refused.
+fn wire_gauges() -> Vec<(&'static telemetry::Gauge, StatRead)> {
+    const FRAGMENTS: &str = "vncguard_agent_fragments";
+    const FRAGMENTS_HELP: &str = "IP fragments and datagrams by what reassembly did with them.";
+    let fragments: [(&str, StatRead); 8] = [
+        ("received", |s| s.fragments.fragments),
+        ("reassembled", |s| s.fragments.reassembled),
+        ("duplicate", |s| s.fragments.duplicates),
+        ("overlap_refused", |s| s.fragments.overlaps),
+        ("oversize_refused", |s| s.fragments.oversize),
+        ("malformed", |s| s.fragments.malformed),
+        ("timed_out", |s| s.fragments.timed_out),
+        ("evicted", |s| s.fragments.evicted),
+    ];
+    const CHECKSUMS: &str = "vncguard_agent_tcp_checksums";
+    const CHECKSUMS_HELP: &str = "TCP segments by checksum validation outcome.";
+    let checksums: [(&str, StatRead); 4] = [
+        ("checked", |s| s.checksums.checked),
+        ("dropped", |s| s.checksums.dropped),
+        ("accepted_bad", |s| s.checksums.accepted_bad),
+        ("unchecked", |s| s.checksums.unchecked),
+    ];
+    const RST: &str = "vncguard_agent_rst_ignored";
+    const RST_HELP: &str = "RSTs ignored for a sequence number that is not the expected one.";
+    let rst: [(&str, StatRead); 2] = [
+        ("in_window", |s| s.rst_in_window),
+        ("out_of_window", |s| s.rst_out_of_window),
+    ];
+    let labelled = |name, help, label, values: &[(&str, StatRead)]| {
+        values
+            .iter()
+            .map(|&(value, read)| (telemetry::gauge(name, help, &[(label, value)]), read))
+            .collect::<Vec<_>>()
+    };
+    let mut gauges = labelled(FRAGMENTS, FRAGMENTS_HELP, "outcome", &fragments);
+    gauges.extend(labelled(CHECKSUMS, CHECKSUMS_HELP, "outcome", &checksums));
+    gauges.extend(labelled(RST, RST_HELP, "verdict", &rst));
+    let gauge = telemetry::gauge;
+    gauges.push((
+        gauge(
+            "vncguard_agent_fragment_bytes",
+            "Bytes held for incomplete IP datagrams (real allocation).",
+            &[],
+        ),
+        |s| s.fragment_bytes,
+    ));
+    gauges.push((
+        gauge(
+            "vncguard_agent_syn_in_session",
+            "SYNs on the tuple of an open connection, held as RFC 5961 challenge-ACK cases.",
+            &[],
+        ),
+        |s| s.syn_in_session,
+    ));
+    gauges.push((
+        gauge(
+            "vncguard_agent_checksum_offload_assumed",
+            "1 once CHECKSUM_VALIDATION=auto assumed checksum offload and stopped checking.",
+            &[],
+        ),
+        |s| s.checksums.offload_assumed,
+    ));
+    gauges
 }

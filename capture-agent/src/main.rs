@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bus::kafka::KafkaBus;
 use bus::{Bus, BusArgs};
+use capture_agent::capture::checksum::ChecksumValidation;
+use capture_agent::capture::fragments::FragmentLimits;
 use capture_agent::config::parse_duration;
 use capture_agent::enforce::{self, Enforcer, HostCommands, SessionIndex, SessionTracking};
 use capture_agent::live::{self, LiveOptions};
@@ -64,6 +66,14 @@ struct Args {
     /// Most connections tracked at once (least recently active evicted past it).
     #[arg(long, env = "AGENT_MAX_FLOWS", default_value_t = 100_000)]
     max_flows: usize,
+    /// TCP checksums: `yes` drops every bad one, `no` never checks, `auto` samples the first
+    /// segments and stops checking if 1 in 100 is bad (checksum offload at the capturing host).
+    #[arg(long, env = "CHECKSUM_VALIDATION", value_enum, default_value_t = ChecksumValidation::Auto)]
+    checksum_validation: ChecksumValidation,
+    /// Bytes (real allocation) IP fragment reassembly may hold; the oldest incomplete datagrams
+    /// are evicted past it.
+    #[arg(long, env = "AGENT_MAX_FRAGMENT_BYTES", default_value_t = FragmentLimits::default().max_bytes)]
+    max_fragment_bytes: usize,
     /// Live: a heartbeat with capture counters this often.
     #[arg(long, env = "AGENT_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
@@ -109,6 +119,11 @@ fn main() -> anyhow::Result<()> {
         stats_interval: args.stats_interval,
         idle_timeout: args.idle_timeout,
         max_flows: args.max_flows,
+        checksum_validation: args.checksum_validation,
+        fragments: FragmentLimits {
+            max_bytes: args.max_fragment_bytes,
+            ..FragmentLimits::default()
+        },
         ..AgentConfig::default()
     };
     // Capture runs on this thread; the runtime carries the publisher, /metrics and signals.
@@ -296,6 +311,9 @@ fn run_file(
                 parse_budget_refusals = stats.parse_budget_refusals,
                 parse_errors = stats.parse_errors,
                 gap_bytes = stats.gap_bytes,
+                fragments_reassembled = stats.fragments.reassembled,
+                checksum_dropped = stats.checksums.dropped,
+                rst_ignored = stats.rst_in_window + stats.rst_out_of_window,
                 seconds = started.elapsed().as_secs_f64(),
                 "capture file done"
             );

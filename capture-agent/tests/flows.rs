@@ -230,3 +230,33 @@ fn reused_ports_make_two_sessions() {
     assert_eq!(got[0].framebuffer_updates, got[1].framebuffer_updates);
     assert!(got.iter().all(|s| s.auth_result == AuthResult::Ok));
 }
+
+#[test]
+fn a_reused_port_whose_close_was_missed_is_a_new_session_once_the_server_answers() {
+    let segs = lab("g1_rfb33_server.pcap");
+    let first_client = segs[0].src_port;
+    let one_session: Vec<Seg> = segs
+        .iter()
+        .filter(|s| s.src_port == first_client || s.dst_port == first_client)
+        .cloned()
+        .collect();
+    // The capture lost the first connection's FINs and RSTs: its end is unknown when the
+    // client's SYN comes again. The SYN alone is held (it may be forged); the server's SYN-ACK
+    // to it shows the server had no connection left, so it is a new one.
+    let mut twice: Vec<Seg> = one_session
+        .iter()
+        .filter(|s| !s.fin && !s.rst)
+        .cloned()
+        .collect();
+    twice.extend(one_session.iter().map(|s| Seg {
+        ts: s.ts + 5_000_000_000,
+        seq: s.seq.wrapping_add(77_777),
+        ack: s.ack.wrapping_add(if s.ack_flag { 77_777 } else { 0 }),
+        ..s.clone()
+    }));
+    let got = analyse_segments(&twice, &config(false));
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[0].end_reason.as_deref(), Some("idle_timeout"));
+    assert_eq!(got[0].framebuffer_updates, got[1].framebuffer_updates);
+    assert!(got.iter().all(|s| s.auth_result == AuthResult::Ok));
+}

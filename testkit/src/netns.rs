@@ -168,6 +168,11 @@ impl Lab {
         format!("vgi{}x{i}x{}", self.net, self.id)
     }
 
+    /// Namespace `i`'s name (for `ip -n`, `ip link set ... netns`).
+    pub fn namespace(&self, i: usize) -> &str {
+        &self.namespaces[i]
+    }
+
     /// The bridge (on this host) every namespace hangs off.
     pub fn bridge(&self) -> &str {
         &self.bridge

@@ -1,9 +1,12 @@
 //! Where packets come from: capture files (our own pcap and pcapng reader, [`file`]), live
-//! interfaces through libpcap ([`live`]), and the link-layer decoding to TCP segments
-//! ([`decode`]).
+//! interfaces through libpcap ([`live`]), the decoding to IP payloads and TCP segments
+//! ([`decode`]), IP fragment reassembly ([`fragments`]) and TCP checksum validation
+//! ([`checksum`]).
 
+pub mod checksum;
 pub mod decode;
 pub mod file;
+pub mod fragments;
 pub mod live;
 
 use crate::session::Nanos;

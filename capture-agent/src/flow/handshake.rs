@@ -130,6 +130,8 @@ mod tests {
             rst,
             payload: b"",
             missing: 0,
+            window: 65535,
+            window_scale: None,
         }
     }
 

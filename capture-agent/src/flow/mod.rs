@@ -3,6 +3,7 @@
 
 pub mod handshake;
 pub mod reassembly;
+pub mod rst;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -12,6 +13,7 @@ use crate::rfb::state::Dir;
 use crate::session::{EndReason, Nanos, Session};
 use handshake::Handshake;
 use reassembly::HalfStream;
+use rst::Advertised;
 
 /// One TCP segment as decoded from a frame.
 #[derive(Debug, Clone, Copy)]
@@ -26,9 +28,35 @@ pub struct TcpSegment<'a> {
     pub ack_flag: bool,
     pub fin: bool,
     pub rst: bool,
+    /// The window field (unscaled).
+    pub window: u16,
+    /// A SYN's window scale option (RFC 7323), if it has one.
+    pub window_scale: Option<u8>,
     pub payload: &'a [u8],
     /// Payload bytes the capture cut off (snap length).
     pub missing: u32,
+}
+
+impl TcpSegment<'_> {
+    /// This segment without its payload, to keep (a held SYN carries none).
+    pub fn header_only(&self) -> TcpSegment<'static> {
+        TcpSegment {
+            src: self.src,
+            dst: self.dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            seq: self.seq,
+            ack: self.ack,
+            syn: self.syn,
+            ack_flag: self.ack_flag,
+            fin: self.fin,
+            rst: self.rst,
+            window: self.window,
+            window_scale: self.window_scale,
+            payload: &[],
+            missing: 0,
+        }
+    }
 }
 
 fn ip_words(ip: IpAddr) -> [u64; 2] {
@@ -154,12 +182,17 @@ pub struct Connection {
     pub streams: [HalfStream; 2],
     /// TCP segments seen per direction.
     pub packets: [u64; 2],
+    /// What each side announced (window, acknowledgements), for judging RSTs.
+    pub advertised: [Advertised; 2],
     /// The client's SYN was seen: the connection is seen from its start.
     pub syn_seen: bool,
     /// How far the TCP handshake proves the client real.
     pub handshake: Handshake,
     pub fin: [bool; 2],
     pub rst: bool,
+    /// A client SYN that came while the connection was open, with its time: a new connection
+    /// only if the server answers it (see the agent).
+    pub pending_syn: Option<(Nanos, TcpSegment<'static>)>,
     pub content: Content,
 }
 
@@ -172,10 +205,12 @@ impl Connection {
             last_packet: now,
             streams: [HalfStream::default(), HalfStream::default()],
             packets: [0; 2],
+            advertised: [Advertised::default(); 2],
             syn_seen: false,
             handshake: Handshake::Unverifiable,
             fin: [false; 2],
             rst: false,
+            pending_syn: None,
             content: Content::Undecided,
         }
     }
@@ -207,6 +242,7 @@ impl Connection {
         std::mem::swap(&mut self.client, &mut self.server);
         self.streams.swap(0, 1);
         self.packets.swap(0, 1);
+        self.advertised.swap(0, 1);
         self.fin.swap(0, 1);
     }
 }

@@ -88,6 +88,11 @@ impl HalfStream {
         self.synced
     }
 
+    /// The sequence number of the next byte expected, once the stream is synced.
+    pub fn next_seq(&self) -> Option<u32> {
+        self.synced.then_some(self.next_seq)
+    }
+
     /// Whether the stream's FIN has been reached.
     pub fn fin_reached(&self) -> bool {
         self.fin_offset.is_some_and(|f| self.offset >= f)

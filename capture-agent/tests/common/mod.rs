@@ -84,6 +84,8 @@ pub struct Seg {
     pub ack_flag: bool,
     pub fin: bool,
     pub rst: bool,
+    pub window: u16,
+    pub window_scale: Option<u8>,
     pub payload: Vec<u8>,
 }
 
@@ -100,6 +102,8 @@ impl Seg {
             ack_flag: self.ack_flag,
             fin: self.fin,
             rst: self.rst,
+            window: self.window,
+            window_scale: self.window_scale,
             payload: &self.payload,
             missing: 0,
         }
@@ -124,6 +128,8 @@ pub fn load_segments(path: &Path) -> Vec<Seg> {
                 ack_flag: s.ack_flag,
                 fin: s.fin,
                 rst: s.rst,
+                window: s.window,
+                window_scale: s.window_scale,
                 payload: s.payload.to_vec(),
             });
         }
