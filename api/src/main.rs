@@ -37,6 +37,9 @@ enum Command {
         #[arg(long)]
         password_env: String,
     },
+    /// Make a decision signing key: the private key file (0600) and its public key line
+    /// (key_id:BASE64, printed, and written to KEY_FILE.pub) for the agents' DECISION_PUBLIC_KEYS.
+    Keygen(trust::KeygenArgs),
 }
 
 #[derive(Args)]
@@ -98,6 +101,12 @@ struct ServeArgs {
     admin_user: Option<String>,
     #[arg(long, env = "VNCGUARD_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+    /// The Ed25519 key analysts' decisions are signed with (`api keygen` makes one); without it
+    /// block, unblock and quarantine answer 503.
+    #[arg(long, env = "DECISION_SIGNING_KEY_FILE", value_name = "FILE")]
+    decision_signing_key_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    guardrails: trust::GuardrailArgs,
     #[command(flatten)]
     bus: bus::BusArgs,
     #[command(flatten)]
@@ -108,6 +117,10 @@ struct ServeArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.serve.log.init();
+    if let Some(Command::Keygen(keygen)) = &cli.command {
+        println!("{}", keygen.run()?);
+        return Ok(());
+    }
     let args = cli.serve;
     let pool = sink::connect_pool(
         &args.database_url,
@@ -145,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Keygen(_)) => unreachable!("handled before connecting"),
         None | Some(Command::Serve) => serve(args, pool).await,
     }
 }
@@ -177,6 +191,18 @@ async fn serve(args: ServeArgs, pool: deadpool_postgres::Pool) -> anyhow::Result
     let mut config = ApiConfig::new(secret);
     config.access_ttl = Duration::from_secs(args.jwt_access_ttl_secs);
     config.refresh_ttl = Duration::from_secs(args.jwt_refresh_ttl_secs);
+    config.guardrails = args.guardrails.guardrails();
+    match &args.decision_signing_key_file {
+        Some(path) => {
+            let signer = trust::DecisionSigner::from_file(path)
+                .with_context(|| format!("reading the decision signing key {}", path.display()))?;
+            tracing::info!(key_id = signer.key_id(), "signing analysts' decisions");
+            config.decision_signer = Some(signer);
+        }
+        None => tracing::warn!(
+            "no DECISION_SIGNING_KEY_FILE: block, unblock and quarantine answer 503 (`api keygen` makes a key)"
+        ),
+    }
     config.allowed_origins = args
         .allowed_origins
         .into_iter()
