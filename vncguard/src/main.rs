@@ -69,6 +69,9 @@ struct Args {
     forest_kernel: scorer::forest::KernelArgs,
 }
 
+/// Where the embedded mode keeps its decision signing key.
+const DECISION_KEY_FILE: &str = ".data/decision-signing.key";
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -100,7 +103,14 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address} (PORT sets another port)"))?;
-    embedded.serve_api(api::ApiConfig::new(secret), listener)?;
+    let mut api_config = api::ApiConfig::new(secret);
+    // The installation's decision key, made 0600 at first start; its public key
+    // (`.data/decision-signing.key.pub`) is what an enforcing agent is given.
+    let signer = trust::signing::local_signer(std::path::Path::new(DECISION_KEY_FILE))
+        .with_context(|| format!("keeping the decision signing key in {DECISION_KEY_FILE}"))?;
+    tracing::info!(key_id = signer.key_id(), public_key = %signer.public_key_line(), "signing analysts' decisions");
+    api_config.decision_signer = Some(signer);
+    embedded.serve_api(api_config, listener)?;
     let admin_password = embedded.ensure_admin(&args.admin_user).await?;
 
     let files = capture_files(&args.samples)?;
