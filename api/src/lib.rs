@@ -83,6 +83,11 @@ pub struct ApiConfig {
     /// Reverse proxies whose `X-Forwarded-For` names the client; from anyone else the header
     /// is ignored, so a client cannot pick the address it is rate-limited and audited as.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The key analysts' decisions are signed with (`DECISION_SIGNING_KEY_FILE`); without one
+    /// the decision routes answer 503, since agents enforce signed decisions only.
+    pub decision_signer: Option<trust::DecisionSigner>,
+    /// What no analyst's decision may block (422), the same rules agents apply.
+    pub guardrails: trust::Guardrails,
 }
 
 impl ApiConfig {
@@ -108,6 +113,8 @@ impl ApiConfig {
             ws_queue: 1024,
             body_limit: 64 * 1024,
             trusted_proxies: Vec::new(),
+            decision_signer: None,
+            guardrails: trust::Guardrails::default(),
         }
     }
 }

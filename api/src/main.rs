@@ -45,6 +45,9 @@ enum Command {
         #[arg(long)]
         dir: std::path::PathBuf,
     },
+    /// Make a decision signing key: the private key file (0600) and its public key line
+    /// (key_id:BASE64, printed, and written to KEY_FILE.pub) for the agents' DECISION_PUBLIC_KEYS.
+    Keygen(trust::KeygenArgs),
 }
 
 #[derive(Args)]
@@ -118,6 +121,12 @@ struct ServeArgs {
     /// File holding the first admin's password (instead of VNCGUARD_ADMIN_PASSWORD).
     #[arg(long, env = "VNCGUARD_ADMIN_PASSWORD_FILE")]
     admin_password_file: Option<std::path::PathBuf>,
+    /// The Ed25519 key analysts' decisions are signed with (`api keygen` makes one); without it
+    /// block, unblock and quarantine answer 503.
+    #[arg(long, env = "DECISION_SIGNING_KEY_FILE", value_name = "FILE")]
+    decision_signing_key_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    guardrails: trust::GuardrailArgs,
     #[command(flatten)]
     bus: bus::BusArgs,
     #[command(flatten)]
@@ -132,6 +141,10 @@ async fn main() -> anyhow::Result<()> {
     // before Postgres or the broker are up.
     let command = match cli.command {
         Some(Command::InitSecrets { dir }) => return init_secrets(&dir),
+        Some(Command::Keygen(keygen)) => {
+            println!("{}", keygen.run()?);
+            return Ok(());
+        }
         Some(Command::CreateAdmin {
             username,
             password_env,
@@ -218,6 +231,18 @@ async fn serve(args: ServeArgs, pool: deadpool_postgres::Pool) -> anyhow::Result
     config.refresh_ttl = Duration::from_secs(args.jwt_refresh_ttl_secs);
     config.refresh_absolute_ttl = Duration::from_secs(args.jwt_refresh_absolute_ttl_secs);
     config.ws_connections_per_address = args.ws_connections_per_address.max(1);
+    config.guardrails = args.guardrails.guardrails();
+    match &args.decision_signing_key_file {
+        Some(path) => {
+            let signer = trust::DecisionSigner::from_file(path)
+                .with_context(|| format!("reading the decision signing key {}", path.display()))?;
+            tracing::info!(key_id = signer.key_id(), "signing analysts' decisions");
+            config.decision_signer = Some(signer);
+        }
+        None => tracing::warn!(
+            "no DECISION_SIGNING_KEY_FILE: block, unblock and quarantine answer 503 (`api keygen` makes a key)"
+        ),
+    }
     config.allowed_origins = args
         .allowed_origins
         .into_iter()

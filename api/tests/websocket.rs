@@ -36,6 +36,8 @@ fn decision(n: usize, reason: String) -> Decision {
         target_decision_id: None,
         created_by: None,
         dry_run: false,
+        key_id: None,
+        signature: None,
     }
 }
 

@@ -14,6 +14,13 @@
 //! the time that remains. Expired and dry-run decisions are skipped; an unblock removes its
 //! target's element. Without the privilege to use nftables the agent says so and keeps
 //! monitoring.
+//!
+//! Nothing on the topic is trusted: anyone who can write to it could otherwise block everything
+//! or lift real bans. Every decision must carry an Ed25519 signature that verifies under one of
+//! the configured public keys (`DECISION_PUBLIC_KEYS`, [`trust::signing`]), and a block must pass
+//! the guardrails ([`trust::guardrails`]: no loopback, no address of this host, no management or
+//! allow-listed network, no prefix wider than /24 or /48, at most so many blocks in force). What
+//! fails is refused, counted (`vncguard_agent_enforce_refused_total{reason}`) and logged.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -22,8 +29,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use schemas::{Decision, DecisionAction, DecisionScope, SessionEvent, SessionEventKind, Timestamp};
 use telemetry::Counter;
+use trust::{DecisionVerifier, Guardrails, Refusal, SignatureError};
 
 use crate::config::PortSet;
 use crate::output::{EventSink, SinkError};
@@ -125,31 +134,14 @@ struct Element {
     text: String,
 }
 
-/// The element blocking `value` (an address, or a CIDR whose host bits are cleared).
-fn block_element(value: &str) -> Option<Element> {
-    let (address, prefix) = match value.trim().split_once('/') {
-        Some((address, prefix)) => (address, Some(prefix.parse::<u8>().ok()?)),
-        None => (value.trim(), None),
+/// The element blocking `network`: a bare address for a single host, else the network.
+fn element_of(network: IpNet) -> Element {
+    let text = trust::guardrails::value_of(&network);
+    let set = match network {
+        IpNet::V4(_) => "blocked_v4",
+        IpNet::V6(_) => "blocked_v6",
     };
-    let address: IpAddr = address.parse().ok()?;
-    let text = match (address, prefix) {
-        (address, None) => address.to_string(),
-        (IpAddr::V4(v4), Some(len)) if len <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            format!("{}/{len}", std::net::Ipv4Addr::from(u32::from(v4) & mask))
-        }
-        (IpAddr::V6(v6), Some(len)) if len <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            format!("{}/{len}", std::net::Ipv6Addr::from(u128::from(v6) & mask))
-        }
-        _ => return None,
-    };
-    let set = if address.is_ipv4() {
-        "blocked_v4"
-    } else {
-        "blocked_v6"
-    };
-    Some(Element { set, text })
+    Element { set, text }
 }
 
 /// The client and server address of every open session of this agent, for quarantine.
@@ -251,7 +243,7 @@ impl EventSink for SessionTracking {
 }
 
 /// What applying one decision did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// The source's element is in the blocked set with the remaining time.
     Blocked,
@@ -260,6 +252,36 @@ pub enum Applied {
     /// The connection is cut and its 4-tuple dropped for the remaining time.
     Quarantined,
     Skipped(Skip),
+    /// Not trusted: counted and logged, never applied.
+    Refused(Refused),
+}
+
+/// Why a decision is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Unsigned, signed by a key not configured, or a signature that does not verify.
+    Signature(SignatureError),
+    /// Signed, but what it would block is protected or too wide, or the cap is reached.
+    Guardrail(Refusal),
+}
+
+impl Refused {
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::Signature(e) => e.reason(),
+            Refused::Guardrail(r) => r.reason(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Signature(e) => e.fmt(f),
+            Refused::Guardrail(r) => r.fmt(f),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,7 +292,7 @@ pub enum Skip {
     Expired,
     /// An unblock lifted this block before.
     Lifted,
-    /// The value is no address or network.
+    /// An unblock whose value is no address or network, or a block of a session.
     InvalidValue,
     /// Quarantine of a session this agent does not have open.
     UnknownSession,
@@ -304,31 +326,100 @@ fn skipped_counter(skip: Skip) -> &'static Counter {
     )
 }
 
+fn refused_counter(refused: &Refused) -> &'static Counter {
+    telemetry::counter(
+        "vncguard_agent_enforce_refused_total",
+        "Decisions refused as untrusted, by reason: unsigned, unknown_key, forged (signature); prefix_too_short, loopback, own_address, management_network, allow_listed, block_cap, invalid_value (guardrails).",
+        &[("reason", refused.reason())],
+    )
+}
+
+fn active_blocks_gauge() -> &'static telemetry::Gauge {
+    telemetry::gauge(
+        "vncguard_agent_enforce_active_blocks",
+        "Blocks this agent applied that are in force (DECISION_MAX_ACTIVE_BLOCKS caps them).",
+        &[],
+    )
+}
+
 /// Unblocks remembered, so a block read after its unblock (the compacted topic keeps the
 /// latest record per key, not the order between keys) is not applied again.
 const LIFTED_MEMORY: usize = 10_000;
+
+/// What decides whether a decision is trusted: the keys it must be signed with and the
+/// guardrails a block must pass.
+#[derive(Debug, Clone)]
+pub struct DecisionTrust {
+    pub verifier: DecisionVerifier,
+    pub guardrails: Guardrails,
+}
+
+/// A block this agent applied.
+#[derive(Debug, Clone)]
+struct AppliedBlock {
+    element: Element,
+    until: Timestamp,
+}
 
 /// Applies decisions to the host's nftables.
 pub struct Enforcer {
     host: HostCommands,
     ports: Vec<(u16, u16)>,
-    /// Blocks applied by this agent, by decision id.
-    blocks: HashMap<String, Element>,
+    /// Blocks applied by this agent, by decision id; bounded by the guardrails' cap (expired
+    /// ones are dropped before it is checked).
+    blocks: HashMap<String, AppliedBlock>,
     lifted: VecDeque<String>,
     sessions: SessionIndex,
     conntrack: bool,
+    trust: DecisionTrust,
+}
+
+/// The addresses of this host (or namespace), from `ip -j address show`.
+fn own_addresses(host: &HostCommands) -> Result<Vec<IpAddr>, EnforceError> {
+    let text = host.run("ip", &["-j", "address", "show"], None)?;
+    let interfaces: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| EnforceError::Failed {
+            command: "ip -j address show".into(),
+            stderr: format!("unreadable JSON: {e}"),
+        })?;
+    Ok(interfaces
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|interface| {
+            interface["addr_info"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|address| address["local"].as_str()?.parse().ok())
+        .collect())
 }
 
 impl Enforcer {
     /// Checks the privilege (`nft list tables`) and installs the agent's table, sets and chain.
-    /// Elements already in the sets (bans of an earlier run still in force) are kept.
+    /// Elements already in the sets (bans of an earlier run still in force) are kept. The
+    /// host's own addresses join the guardrails' protected ones.
     pub fn start(
         host: HostCommands,
         ports: &PortSet,
         sessions: SessionIndex,
+        mut trust: DecisionTrust,
     ) -> Result<Enforcer, EnforceError> {
         host.run("nft", &["list", "tables"], None)
             .map_err(|e| EnforceError::NotPermitted(e.to_string()))?;
+        trust.guardrails.own_addresses.extend(own_addresses(&host)?);
+        tracing::info!(
+            keys = ?trust.verifier.key_ids().collect::<Vec<_>>(),
+            own_addresses = ?trust.guardrails.own_addresses,
+            management = ?trust.guardrails.management,
+            allow = ?trust.guardrails.allow,
+            min_prefix_v4 = trust.guardrails.min_prefix_v4,
+            min_prefix_v6 = trust.guardrails.min_prefix_v6,
+            fold_v6 = trust.guardrails.fold_v6,
+            max_active_blocks = trust.guardrails.max_active_blocks,
+            "decisions must be signed by one of these keys and pass the guardrails"
+        );
         let enforcer = Enforcer {
             conntrack: host.has_program("conntrack"),
             host,
@@ -336,6 +427,7 @@ impl Enforcer {
             blocks: HashMap::new(),
             lifted: VecDeque::new(),
             sessions,
+            trust,
         };
         enforcer.host.nft_script(&enforcer.ruleset())?;
         Ok(enforcer)
@@ -384,6 +476,18 @@ add rule inet {TABLE} input ip6 saddr . tcp sport . ip6 daddr . tcp dport @quara
             Ok(Applied::Blocked | Applied::Quarantined) => rules_counter("applied").inc(),
             Ok(Applied::Unblocked) => rules_counter("removed").inc(),
             Ok(Applied::Skipped(skip)) => skipped_counter(*skip).inc(),
+            Ok(Applied::Refused(refused)) => {
+                refused_counter(refused).inc();
+                tracing::warn!(
+                    decision_id = %decision.decision_id,
+                    action = ?decision.action,
+                    value = %decision.value,
+                    key_id = ?decision.key_id,
+                    reason = refused.reason(),
+                    error = %refused,
+                    "decision refused"
+                );
+            }
             Err(_) => rules_counter("failed").inc(),
         }
         result
@@ -394,6 +498,9 @@ add rule inet {TABLE} input ip6 saddr . tcp sport . ip6 daddr . tcp dport @quara
         decision: &Decision,
         now: Timestamp,
     ) -> Result<Applied, EnforceError> {
+        if let Err(e) = self.trust.verifier.verify(decision) {
+            return Ok(Applied::Refused(Refused::Signature(e)));
+        }
         if decision.dry_run {
             return Ok(Applied::Skipped(Skip::DryRun));
         }
@@ -406,28 +513,49 @@ add rule inet {TABLE} input ip6 saddr . tcp sport . ip6 daddr . tcp dport @quara
             DecisionAction::Block if self.lifted.contains(&decision.decision_id) => {
                 Ok(Applied::Skipped(Skip::Lifted))
             }
-            DecisionAction::Block => self.block(decision, remaining_ms(decision, now)),
+            DecisionAction::Block => self.block(decision, now),
             DecisionAction::Quarantine => self.quarantine(decision, remaining_ms(decision, now)),
         }
     }
 
-    fn block(&mut self, decision: &Decision, timeout_ms: i64) -> Result<Applied, EnforceError> {
-        let element = match decision.scope {
-            DecisionScope::Ip | DecisionScope::Cidr => block_element(&decision.value),
-            DecisionScope::Session => None,
-        };
-        let Some(element) = element else {
+    fn block(&mut self, decision: &Decision, now: Timestamp) -> Result<Applied, EnforceError> {
+        if decision.scope == DecisionScope::Session {
             return Ok(Applied::Skipped(Skip::InvalidValue));
+        }
+        let network = match self.trust.guardrails.check_block(&decision.value) {
+            Ok(network) => network,
+            Err(refusal) => return Ok(Applied::Refused(Refused::Guardrail(refusal))),
         };
+        // An extension of a block in force adds none; a new one must fit under the cap.
+        self.blocks.retain(|_, block| block.until > now);
+        if !self.blocks.contains_key(&decision.decision_id) {
+            if let Err(refusal) = self.trust.guardrails.check_capacity(self.blocks.len()) {
+                tracing::error!(
+                    active = self.blocks.len(),
+                    max = self.trust.guardrails.max_active_blocks,
+                    "ALERT: the cap of active blocks is reached; new blocks are refused"
+                );
+                return Ok(Applied::Refused(Refused::Guardrail(refusal)));
+            }
+        }
+        let element = element_of(network);
+        let timeout_ms = remaining_ms(decision, now);
         // Add, delete, add in one transaction: the element exists afterwards with exactly this
         // timeout, whether it was there (an earlier run, an extension) or not.
         let Element { set, text } = &element;
         let add = format!("add element inet {TABLE} {set} {{ {text} timeout {timeout_ms}ms }}\n");
         let script = format!("{add}delete element inet {TABLE} {set} {{ {text} }}\n{add}");
         self.host.nft_script(&script)?;
-        tracing::info!(decision_id = %decision.decision_id, element = %text, timeout_ms, "blocked");
+        tracing::info!(decision_id = %decision.decision_id, element = %text, timeout_ms, key_id = ?decision.key_id, "blocked");
         self.kill_sockets(&element);
-        self.blocks.insert(decision.decision_id.clone(), element);
+        self.blocks.insert(
+            decision.decision_id.clone(),
+            AppliedBlock {
+                element,
+                until: decision.until,
+            },
+        );
+        active_blocks_gauge().set(i64::try_from(self.blocks.len()).unwrap_or(i64::MAX));
         Ok(Applied::Blocked)
     }
 
@@ -458,7 +586,14 @@ add rule inet {TABLE} input ip6 saddr . tcp sport . ip6 daddr . tcp dport @quara
         let target = decision.target_decision_id.as_deref();
         let element = target
             .and_then(|id| self.blocks.remove(id))
-            .or_else(|| block_element(&decision.value));
+            .map(|block| block.element)
+            .or_else(|| {
+                self.trust
+                    .guardrails
+                    .target(&decision.value)
+                    .map(element_of)
+            });
+        active_blocks_gauge().set(i64::try_from(self.blocks.len()).unwrap_or(i64::MAX));
         if let Some(id) = target {
             if !self.lifted.iter().any(|known| known == id) {
                 self.lifted.push_back(id.to_string());
@@ -487,6 +622,9 @@ add rule inet {TABLE} input ip6 saddr . tcp sport . ip6 daddr . tcp dport @quara
         let Some((client, server)) = self.sessions.lookup(&decision.value) else {
             return Ok(Applied::Skipped(Skip::UnknownSession));
         };
+        if let Err(refusal) = self.trust.guardrails.check_address(client.ip()) {
+            return Ok(Applied::Refused(Refused::Guardrail(refusal)));
+        }
         let set = if client.is_ipv4() {
             "quarantine_v4"
         } else {
@@ -581,15 +719,25 @@ mod tests {
 
     #[test]
     fn elements_are_addresses_or_networks_without_host_bits() {
-        let element = |v: &str| block_element(v).map(|e| (e.set, e.text));
+        let guardrails = Guardrails::default();
+        let element = |v: &str| {
+            guardrails
+                .target(v)
+                .map(element_of)
+                .map(|e| (e.set, e.text))
+        };
         assert_eq!(element("10.1.2.3"), Some(("blocked_v4", "10.1.2.3".into())));
         assert_eq!(
-            element("10.1.2.3/16"),
-            Some(("blocked_v4", "10.1.0.0/16".into()))
+            element("10.1.2.3/24"),
+            Some(("blocked_v4", "10.1.2.0/24".into()))
         );
         assert_eq!(
-            element("2001:db8::7/32"),
-            Some(("blocked_v6", "2001:db8::/32".into()))
+            element("::ffff:10.1.2.3"),
+            Some(("blocked_v4", "10.1.2.3".into()))
+        );
+        assert_eq!(
+            element("2001:db8::7"),
+            Some(("blocked_v6", "2001:db8::/64".into()))
         );
         assert_eq!(element("10.1.2.3/40"), None);
         assert_eq!(element("session-1"), None);

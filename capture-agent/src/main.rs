@@ -13,7 +13,9 @@ use bus::{Bus, BusArgs};
 use capture_agent::capture::checksum::ChecksumValidation;
 use capture_agent::capture::fragments::FragmentLimits;
 use capture_agent::config::parse_duration;
-use capture_agent::enforce::{self, Enforcer, HostCommands, SessionIndex, SessionTracking};
+use capture_agent::enforce::{
+    self, DecisionTrust, Enforcer, HostCommands, SessionIndex, SessionTracking,
+};
 use capture_agent::live::{self, LiveOptions};
 use capture_agent::publish::{BusSink, Overflow, PublishOptions, PublishReport};
 use capture_agent::{AgentConfig, EventSink, JsonLines, PortSet, ReplayOptions};
@@ -88,6 +90,18 @@ struct Args {
     /// `inet vncguard`); needs the privilege to use nftables, else the agent only monitors.
     #[arg(long, env = "AGENT_ENFORCE", requires = "interface")]
     enforce: bool,
+    /// With --enforce: the public keys decisions must be signed with, comma-separated, each
+    /// `key_id:BASE64` or a file of such lines (`responder keygen` and `api keygen` write them).
+    /// Several at once during a key rotation; a decision signed by no key here is refused.
+    #[arg(
+        long,
+        env = "DECISION_PUBLIC_KEYS",
+        value_delimiter = ',',
+        value_name = "KEYS"
+    )]
+    decision_public_keys: Vec<String>,
+    #[command(flatten)]
+    guardrails: trust::GuardrailArgs,
     /// Live: serve Prometheus metrics on this address (`/metrics`).
     #[arg(long, env = "METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -158,9 +172,14 @@ fn main() -> anyhow::Result<()> {
     };
 
     let enforcing = if args.enforce {
+        let trust = DecisionTrust {
+            verifier: trust::DecisionVerifier::from_entries(&args.decision_public_keys)
+                .context("--enforce needs the decision public keys (DECISION_PUBLIC_KEYS)")?,
+            guardrails: args.guardrails.guardrails(),
+        };
         let sessions = SessionIndex::new(args.max_flows);
         sink = Box::new(SessionTracking::new(sink, sessions.clone()));
-        start_enforcement(&args, &config.agent_id, &runtime, sessions)
+        start_enforcement(&args, &config.agent_id, &runtime, sessions, trust)
     } else {
         if capturing_live {
             tracing::warn!("not enforcing (no --enforce): decisions are not applied on this host");
@@ -243,8 +262,9 @@ fn start_enforcement(
     agent_id: &str,
     runtime: &tokio::runtime::Runtime,
     sessions: SessionIndex,
+    trust: DecisionTrust,
 ) -> bool {
-    let enforcer = match Enforcer::start(HostCommands::local(), &args.vnc_ports, sessions) {
+    let enforcer = match Enforcer::start(HostCommands::local(), &args.vnc_ports, sessions, trust) {
         Ok(enforcer) => enforcer,
         Err(e) => {
             tracing::error!(error = %e, "NOT ENFORCING: nftables unusable; monitoring goes on");

@@ -2,18 +2,39 @@
 //! source in the set with the time that remains (not the full duration), a dry-run decision
 //! changes no rule, an expired decision is skipped, an unblock removes the element and keeps a
 //! replayed block out, a CIDR blocks its network, and a quarantine drops that one 4-tuple.
+//! Every decision here is signed with the key the enforcer is configured with (the refusals of
+//! unsigned and forged ones are in red_team_signing.rs).
 //!
 //! Needs root (network namespaces) and `nft` (Debian: nftables); prints why and passes without
 //! running otherwise.
 
 use std::process::Command;
 
-use capture_agent::enforce::{Applied, Enforcer, HostCommands, SessionIndex, Skip};
+use std::sync::LazyLock;
+
+use capture_agent::enforce::{Applied, DecisionTrust, Enforcer, HostCommands, SessionIndex, Skip};
 use chrono::{Duration, Utc};
 use schemas::{
     Decision, DecisionAction, DecisionOrigin, DecisionScope, SessionEvent, SessionEventKind,
     SessionSummary,
 };
+
+static SIGNER: LazyLock<trust::DecisionSigner> =
+    LazyLock::new(|| trust::DecisionSigner::generate(Some("enforce-test")).expect("key"));
+
+fn trusting_the_test_key() -> DecisionTrust {
+    DecisionTrust {
+        verifier: SIGNER.verifier(),
+        guardrails: trust::Guardrails::default(),
+    }
+}
+
+/// Applies `decision`, signed, now.
+fn apply(enforcer: &mut Enforcer, decision: &Decision) -> Applied {
+    enforcer
+        .apply(&SIGNER.signed(decision.clone()), Utc::now())
+        .expect("nft")
+}
 
 struct Namespace(String);
 
@@ -91,6 +112,8 @@ fn decision(id: &str, action: DecisionAction, scope: DecisionScope, value: &str)
         target_decision_id: None,
         created_by: None,
         dry_run: false,
+        key_id: None,
+        signature: None,
     }
 }
 
@@ -104,15 +127,17 @@ fn blocks_unblocks_and_skips_on_real_nftables() {
         return;
     };
     let ports = "5900-5905".parse().unwrap();
-    let mut enforcer =
-        Enforcer::start(ns.host(), &ports, SessionIndex::new(16)).expect("enforcer starts");
+    let mut enforcer = Enforcer::start(
+        ns.host(),
+        &ports,
+        SessionIndex::new(16),
+        trusting_the_test_key(),
+    )
+    .expect("enforcer starts");
 
     // A block created 30 s ago for 120 s: the element lives ~90 s, not 120.
     let first = block("d1", "10.200.90.7");
-    assert_eq!(
-        enforcer.apply(&first, Utc::now()).unwrap(),
-        Applied::Blocked
-    );
+    assert_eq!(apply(&mut enforcer, &first), Applied::Blocked);
     let elements = ns.elements("blocked_v4");
     assert_eq!(elements.len(), 1, "{elements:?}");
     let (value, timeout, expires) = &elements[0];
@@ -126,16 +151,13 @@ fn blocks_unblocks_and_skips_on_real_nftables() {
         dry_run: true,
         ..block("d2", "10.200.90.8")
     };
-    assert_eq!(
-        enforcer.apply(&dry, Utc::now()).unwrap(),
-        Applied::Skipped(Skip::DryRun)
-    );
+    assert_eq!(apply(&mut enforcer, &dry), Applied::Skipped(Skip::DryRun));
     let expired = Decision {
         until: Utc::now() - Duration::seconds(1),
         ..block("d3", "10.200.90.9")
     };
     assert_eq!(
-        enforcer.apply(&expired, Utc::now()).unwrap(),
+        apply(&mut enforcer, &expired),
         Applied::Skipped(Skip::Expired)
     );
     let after: Vec<_> = ns.elements("blocked_v4").into_iter().map(|e| e.0).collect();
@@ -148,10 +170,7 @@ fn blocks_unblocks_and_skips_on_real_nftables() {
         DecisionScope::Cidr,
         "10.201.3.9/24",
     );
-    assert_eq!(
-        enforcer.apply(&network, Utc::now()).unwrap(),
-        Applied::Blocked
-    );
+    assert_eq!(apply(&mut enforcer, &network), Applied::Blocked);
     assert!(ns
         .elements("blocked_v4")
         .iter()
@@ -167,23 +186,14 @@ fn blocks_unblocks_and_skips_on_real_nftables() {
             "10.200.90.7",
         )
     };
-    assert_eq!(
-        enforcer.apply(&unblock, Utc::now()).unwrap(),
-        Applied::Unblocked
-    );
+    assert_eq!(apply(&mut enforcer, &unblock), Applied::Unblocked);
     assert!(!ns
         .elements("blocked_v4")
         .iter()
         .any(|e| e.0 == "10.200.90.7"));
-    assert_eq!(
-        enforcer.apply(&first, Utc::now()).unwrap(),
-        Applied::Skipped(Skip::Lifted)
-    );
+    assert_eq!(apply(&mut enforcer, &first), Applied::Skipped(Skip::Lifted));
     // An unblock of an element that is not there succeeds as well.
-    assert_eq!(
-        enforcer.apply(&unblock, Utc::now()).unwrap(),
-        Applied::Unblocked
-    );
+    assert_eq!(apply(&mut enforcer, &unblock), Applied::Unblocked);
 }
 
 #[test]
@@ -206,17 +216,15 @@ fn a_quarantine_drops_one_connection_without_blocking_its_source() {
         summary,
     ));
     let ports = "5900".parse().unwrap();
-    let mut enforcer = Enforcer::start(ns.host(), &ports, sessions).expect("enforcer starts");
+    let mut enforcer = Enforcer::start(ns.host(), &ports, sessions, trusting_the_test_key())
+        .expect("enforcer starts");
     let quarantine = decision(
         "q1",
         DecisionAction::Quarantine,
         DecisionScope::Session,
         "session-42",
     );
-    assert_eq!(
-        enforcer.apply(&quarantine, Utc::now()).unwrap(),
-        Applied::Quarantined
-    );
+    assert_eq!(apply(&mut enforcer, &quarantine), Applied::Quarantined);
     let tuples = ns.elements("quarantine_v4");
     assert_eq!(tuples.len(), 1);
     assert_eq!(
@@ -234,7 +242,7 @@ fn a_quarantine_drops_one_connection_without_blocking_its_source() {
         "another-agent-s-session",
     );
     assert_eq!(
-        enforcer.apply(&elsewhere, Utc::now()).unwrap(),
+        apply(&mut enforcer, &elsewhere),
         Applied::Skipped(Skip::UnknownSession)
     );
 }

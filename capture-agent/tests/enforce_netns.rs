@@ -16,7 +16,6 @@
 //! and for the first test `Xvnc`, `vncpasswd` and `vncdo` (`$VNCDO`); each test prints why and
 //! passes without running when something is missing.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bus::kafka::KafkaBus;
@@ -31,57 +30,14 @@ use schemas::{AgentHeartbeat, Decision, DecisionAction, DecisionOrigin, Decision
 use scorer::model::{ModelStore, DEFAULT_MODEL_NAME};
 use scorer::risk::RiskConfig;
 use scorer::stage::ScoringStage;
-use testkit::netns::{Lab, SetElement, VncSession, VncTools};
+use testkit::netns::{VncSession, VncTools};
 use testkit::{wait_for, Broker};
+
+mod enforcing;
+use enforcing::{blocked, is_blocked, privileged_lab, start_agent};
 
 const PASSWORD: &str = "secret12";
 const BAN_SECS: i64 = 8;
-
-/// The elements of the agent's set of blocked IPv4 sources in namespace `i`.
-fn blocked(lab: &Lab, i: usize) -> Vec<SetElement> {
-    lab.nft_set(i, "inet", "vncguard", "blocked_v4")
-}
-
-fn is_blocked(lab: &Lab, i: usize, source: &str) -> bool {
-    blocked(lab, i).iter().any(|e| e.address == source)
-}
-
-/// The agent with `--enforce` inside namespace `i`; its pid.
-fn start_agent(lab: &mut Lab, i: usize, brokers: &str, log: &str) -> u32 {
-    let mut agent = lab.command(Some(i), Path::new(env!("CARGO_BIN_EXE_capture-agent")));
-    agent
-        .args([
-            "--interface",
-            &lab.interface(i),
-            "--sink",
-            "kafka",
-            "--enforce",
-        ])
-        .args(["--agent-id", "enforce-test", "--heartbeat-interval", "1s"])
-        .env("KAFKA_BROKERS", brokers)
-        .env("LOG_FORMAT", "json");
-    let pid = lab.spawn(agent, log);
-    wait_for("the agent enforcing", Duration::from_secs(60), || {
-        lab.log(log).contains("enforcing decisions")
-    });
-    pid
-}
-
-/// A lab of `count` namespaces in `10.200.NET.0/24` where `nft` works, or `None` (and why).
-fn privileged_lab(net: u8, count: usize) -> Option<Lab> {
-    let lab = match Lab::create(net, count) {
-        Ok(lab) => lab,
-        Err(e) => {
-            println!("SKIPPED: {e}");
-            return None;
-        }
-    };
-    if let Err(e) = lab.run_in(0, &["nft", "list", "tables"]) {
-        println!("SKIPPED: nft unusable (apt: nftables): {e}");
-        return None;
-    }
-    Some(lab)
-}
 
 /// Runs `stage` on `bus` from `inputs`, until the test ends.
 fn spawn_stage<S: Stage + 'static>(
@@ -170,7 +126,8 @@ fn a_brute_force_is_blocked_by_the_agent_and_the_ban_expires() {
     let password_file = lab.vnc_password_file(&tools.vncpasswd, PASSWORD);
     let display = 300 + std::process::id() % 300;
     lab.start_vnc_server(SERVER, &tools.xvnc, &password_file, display);
-    start_agent(&mut lab, SERVER, &brokers, "agent.log");
+    let signer = trust::DecisionSigner::generate(Some("responder")).expect("key");
+    start_agent(&mut lab, SERVER, &brokers, &signer, &[], "agent.log");
 
     // The pipeline: enricher → scorer → responder (brute force of high severity: 8 s).
     let geo = std::sync::Arc::new(GeoDatabases::empty());
@@ -208,7 +165,7 @@ fn a_brute_force_is_blocked_by_the_agent_and_the_ban_expires() {
         &bus,
         "enforce-responder",
         &[THREATS.name, DECISIONS.name],
-        ResponderStage::new(Responder::new(policy)),
+        ResponderStage::new(Responder::new(policy), signer),
     );
 
     // The normal client logs in.
@@ -337,7 +294,8 @@ fn a_restarted_agent_restores_the_ban_with_its_remaining_time() {
     let bus = KafkaBus::new(&BusArgs::for_brokers(&brokers)).expect("bus");
     rt.block_on(bus.ensure_topics(schemas::topics::ALL))
         .expect("topics");
-    let agent = start_agent(&mut lab, SERVER, &brokers, "agent-1.log");
+    let signer = trust::DecisionSigner::generate(Some("api")).expect("key");
+    let agent = start_agent(&mut lab, SERVER, &brokers, &signer, &[], "agent-1.log");
 
     let source = "10.200.82.77";
     let now = chrono::Utc::now();
@@ -356,7 +314,10 @@ fn a_restarted_agent_restores_the_ban_with_its_remaining_time() {
         target_decision_id: None,
         created_by: Some("test".into()),
         dry_run: false,
+        key_id: None,
+        signature: None,
     };
+    let decision = signer.signed(decision);
     let record = Output::encode(&DECISIONS, decision.decision_id.clone(), &decision).unwrap();
     rt.block_on(bus.producer().unwrap().send(vec![record]))
         .expect("publish");
@@ -377,7 +338,7 @@ fn a_restarted_agent_restores_the_ban_with_its_remaining_time() {
     .expect("flush");
     std::thread::sleep(Duration::from_secs(4));
 
-    start_agent(&mut lab, SERVER, &brokers, "agent-2.log");
+    start_agent(&mut lab, SERVER, &brokers, &signer, &[], "agent-2.log");
     wait_for("the ban restored", Duration::from_secs(30), || {
         is_blocked(&lab, SERVER, source)
     });

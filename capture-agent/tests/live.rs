@@ -60,19 +60,6 @@ fn ended(events: &[SessionEvent]) -> Vec<&SessionEvent> {
         .collect()
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    response
-}
-
 #[test]
 fn live_session_in_network_namespaces_reaches_kafka() {
     let tools = match VncTools::find() {
@@ -159,7 +146,7 @@ fn live_session_in_network_namespaces_reaches_kafka() {
     assert_eq!(summary.key_events, 10, "five keys pressed and released");
     assert_eq!(summary.agent_id, "live-test");
 
-    let metrics = http_get(&metrics_addr, "/metrics");
+    let metrics = testkit::http_get(&metrics_addr, "/metrics").expect("metrics endpoint");
     assert!(metrics.contains("vncguard_agent_packets "), "{metrics}");
     assert!(
         metrics.contains("vncguard_agent_records_published_total"),

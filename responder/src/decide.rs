@@ -234,6 +234,8 @@ impl Responder {
             target_decision_id: None,
             created_by: Some(format!("policy:{}", rule.threat_type)),
             dry_run: self.policy.dry_run,
+            key_id: None,
+            signature: None,
         };
         offender.record_block(&decision);
         Verdict::Block(decision)

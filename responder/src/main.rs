@@ -8,17 +8,24 @@ use std::time::Duration;
 use anyhow::Context;
 use bus::kafka::KafkaBus;
 use bus::{Bus, BusArgs, PipelineOptions};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use responder::policy::parse_cidr_list;
 use responder::{restore_history, Policy, Responder, ResponderStage};
 use schemas::topics::{DEAD_LETTERS, DECISIONS, THREATS};
+use trust::{DecisionSigner, KeygenArgs};
 
 /// vncguard responder: block decisions from threats (policy, escalation, allow-list, dry run).
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     bus: BusArgs,
+    /// The Ed25519 key every decision is signed with (`responder keygen` makes one); agents
+    /// enforce only decisions signed by a key they are configured with.
+    #[arg(long, env = "DECISION_SIGNING_KEY_FILE", value_name = "FILE")]
+    decision_signing_key_file: Option<PathBuf>,
     /// Policy file (TOML): rules, increment, allow, dry_run (see the crate documentation).
     #[arg(long, env = "RESPONSE_POLICY")]
     policy: Option<PathBuf>,
@@ -43,10 +50,28 @@ struct Args {
     log: telemetry::LogArgs,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Make a decision signing key: the private key file (0600) and its public key line
+    /// (key_id:BASE64, printed, and written to KEY_FILE.pub) for the agents' DECISION_PUBLIC_KEYS.
+    Keygen(KeygenArgs),
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.log.init();
+    if let Some(Command::Keygen(keygen)) = &args.command {
+        println!("{}", keygen.run()?);
+        return Ok(());
+    }
+    let key_file = args
+        .decision_signing_key_file
+        .as_deref()
+        .context("DECISION_SIGNING_KEY_FILE is required: agents refuse unsigned decisions (`responder keygen --key-file FILE` makes a key)")?;
+    let signer = DecisionSigner::from_file(key_file)
+        .with_context(|| format!("reading the decision signing key {}", key_file.display()))?;
+    tracing::info!(key_id = signer.key_id(), "signing decisions");
     let mut policy = match &args.policy {
         Some(path) => Policy::from_file(path)?,
         None => Policy::default(),
@@ -83,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     bus::pipeline::run(
         consumer,
         producer,
-        ResponderStage::new(responder),
+        ResponderStage::new(responder, signer),
         PipelineOptions::from(&args.bus),
         bus::pipeline::shutdown_signal(),
     )

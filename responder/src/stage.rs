@@ -1,6 +1,7 @@
 //! The responder on the bus: threats in, decisions out on `vnc.decisions` keyed by decision id.
 //! The same consumer reads `vnc.decisions` too, so analysts' blocks and unblocks (and the
-//! responder's own decisions, read back without effect) keep the ban histories current.
+//! responder's own decisions, read back without effect) keep the ban histories current. Every
+//! decision is signed on its way out (an extension is signed anew: its `until` changed).
 
 use std::time::Duration;
 
@@ -8,15 +9,18 @@ use bus::{Bus, Consumer, Outcome, Output, Record, RetryableError, Stage};
 use schemas::topics::{DECISIONS, THREATS};
 use schemas::{Decision, Threat};
 
+use trust::DecisionSigner;
+
 use crate::decide::Responder;
 
 pub struct ResponderStage {
     responder: Responder,
+    signer: DecisionSigner,
 }
 
 impl ResponderStage {
-    pub fn new(responder: Responder) -> Self {
-        ResponderStage { responder }
+    pub fn new(responder: Responder, signer: DecisionSigner) -> Self {
+        ResponderStage { responder, signer }
     }
 
     pub fn responder(&self) -> &Responder {
@@ -43,7 +47,8 @@ impl ResponderStage {
         let verdict = self.responder.decide(&threat, chrono::Utc::now());
         match verdict.decision() {
             Some(decision) => {
-                match Output::encode(&DECISIONS, decision.decision_id.clone(), decision) {
+                let decision = self.signer.signed(decision.clone());
+                match Output::encode(&DECISIONS, decision.decision_id.clone(), &decision) {
                     Ok(output) => Outcome::Emit(vec![output]),
                     Err(e) => Outcome::DeadLetter(format!("decision does not encode: {e}")),
                 }

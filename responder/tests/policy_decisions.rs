@@ -2,7 +2,7 @@
 //! marked dry_run, the second ban of a source lasts factor times the first up to the maximum, a
 //! replayed threat decides nothing new, a second threat of a blocked source extends its block,
 //! and ban histories rebuilt from the decisions topic (on tansu) escalate the next ban. The
-//! stage dead-letters undecodable threats and goes on.
+//! stage dead-letters undecodable threats and goes on, and signs every decision it publishes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -239,6 +239,8 @@ async fn the_stage_publishes_decisions_and_a_restart_remembers_the_bans() {
         .await
         .unwrap();
     let producer = bus.producer().unwrap();
+    let signer = trust::DecisionSigner::generate(Some("responder-test")).unwrap();
+    let verifier = signer.verifier();
     let run_stage = |responder: Responder| {
         let consumer = bus
             .consumer("responder", &[THREATS.name, DECISIONS.name])
@@ -247,7 +249,7 @@ async fn the_stage_publishes_decisions_and_a_restart_remembers_the_bans() {
         let task = tokio::spawn(pipeline::run(
             consumer,
             bus.producer().unwrap(),
-            ResponderStage::new(responder),
+            ResponderStage::new(responder, signer.clone()),
             PipelineOptions::default(),
             async {
                 let _ = stopped.await;
@@ -281,6 +283,7 @@ async fn the_stage_publishes_decisions_and_a_restart_remembers_the_bans() {
         Some(decision.decision_id.as_bytes())
     );
     assert_eq!(decision.duration_secs, 1);
+    assert_eq!(verifier.verify(&decision), Ok("responder-test"));
 
     // A new responder rebuilds the history from the decisions topic: the next ban is the
     // second of this source.

@@ -25,7 +25,9 @@ pub enum DecisionScope {
     Session,
 }
 
-/// A response decision (`vncguard.Decision.avsc`).
+/// A response decision (`vncguard.Decision.avsc`, version 2; version 1 had no `key_id` and
+/// `signature`, which a reader of version 2 fills with `None`: such a record decodes, and agents
+/// refuse it as unsigned).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub decision_id: String,
@@ -41,6 +43,12 @@ pub struct Decision {
     pub target_decision_id: Option<String>,
     pub created_by: Option<String>,
     pub dry_run: bool,
+    /// The id of the key that signed it (`trust::signing`).
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// Ed25519 signature (standard base64) over every other field.
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 impl Event for Decision {

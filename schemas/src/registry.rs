@@ -107,6 +107,11 @@ const VERSIONS: &[(&str, u32, &str)] = &[
     (
         "vncguard.Decision",
         1,
+        include_str!("../avro/history/vncguard.Decision.v1.avsc"),
+    ),
+    (
+        "vncguard.Decision",
+        2,
         include_str!("../avro/vncguard.Decision.avsc"),
     ),
     (

@@ -423,3 +423,57 @@ fn the_readme_lists_every_fingerprint() {
         "README.md should hold this table:\n{table}"
     );
 }
+
+/// A decision as the responder and the API wrote it in schema version 1, unsigned.
+#[derive(serde::Serialize)]
+struct DecisionV1 {
+    decision_id: String,
+    action: DecisionAction,
+    origin: DecisionOrigin,
+    scope: DecisionScope,
+    value: String,
+    duration_secs: i64,
+    created_at: Timestamp,
+    until: Timestamp,
+    reason: String,
+    threat_id: Option<String>,
+    target_decision_id: Option<String>,
+    created_by: Option<String>,
+    dry_run: bool,
+}
+
+#[test]
+fn an_unsigned_version_1_decision_still_decodes_without_a_signature() {
+    let versions: Vec<_> = registry().versions("vncguard.Decision").collect();
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let d = decision();
+    let old = DecisionV1 {
+        decision_id: d.decision_id.clone(),
+        action: d.action,
+        origin: d.origin,
+        scope: d.scope,
+        value: d.value.clone(),
+        duration_secs: d.duration_secs,
+        created_at: d.created_at,
+        until: d.until,
+        reason: d.reason.clone(),
+        threat_id: d.threat_id.clone(),
+        target_decision_id: d.target_decision_id.clone(),
+        created_by: d.created_by.clone(),
+        dry_run: d.dry_run,
+    };
+    let mut config = serde_avro_fast::ser::SerializerConfig::new(&versions[0].schema);
+    let bytes = serde_avro_fast::to_single_object_vec(&old, &mut config).unwrap();
+    let read: Decision = decode(&bytes).unwrap();
+    assert_eq!(
+        read,
+        Decision {
+            key_id: None,
+            signature: None,
+            ..d
+        }
+    );
+}

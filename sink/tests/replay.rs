@@ -48,6 +48,8 @@ fn stream() -> Vec<Output> {
             target_decision_id: (n % 2 == 1).then(|| format!("d-{}", n - 1)),
             created_by: None,
             dry_run: false,
+            key_id: None,
+            signature: None,
         };
         outputs.push(Output::encode(&DECISIONS, decision.decision_id.clone(), &decision).unwrap());
     }

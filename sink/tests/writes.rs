@@ -179,6 +179,8 @@ fn decision(id: &str, action: DecisionAction, target: Option<&str>) -> Decision 
         target_decision_id: target.map(str::to_string),
         created_by: Some("ana".into()),
         dry_run: false,
+        key_id: None,
+        signature: None,
     }
 }
 

@@ -44,6 +44,21 @@ pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// `GET path` from the HTTP server at `addr` (`host:port`): the whole response, headers too
+/// (a `/metrics` endpoint, in tests).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
 /// The shared real captures (truth table in their `MANIFEST.md`): `$VNCGUARD_PCAPS`, else
 /// `shared/pcaps` beside the workspace.
 pub fn shared_pcaps() -> PathBuf {

@@ -85,11 +85,12 @@ impl VncTools {
     }
 }
 
-/// One element of an nftables set: the address, and the timeout and time left (seconds) when
-/// the element has them.
+/// One element of an nftables set: the address (of a network: its first address, with its
+/// `prefix` length), and the timeout and time left (seconds) when the element has them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetElement {
     pub address: String,
+    pub prefix: Option<u8>,
     pub timeout: Option<i64>,
     pub expires: Option<i64>,
 }
@@ -280,10 +281,25 @@ impl Lab {
             .filter_map(|item| item.get("set"))
             .flat_map(|set| set["elem"].as_array().cloned().unwrap_or_default())
             .filter_map(|elem| {
-                // An element with a timeout is an object; a plain one is just the address.
-                let address = elem["elem"]["val"].as_str().or_else(|| elem.as_str())?;
+                // An element with a timeout is an object; a plain one is just the address; a
+                // network is {"prefix": {"addr", "len"}} in either.
+                let value = if elem["elem"].is_null() {
+                    &elem
+                } else {
+                    &elem["elem"]["val"]
+                };
+                let (address, prefix) = match value.as_str() {
+                    Some(address) => (address, None),
+                    None => (
+                        value["prefix"]["addr"].as_str()?,
+                        value["prefix"]["len"]
+                            .as_u64()
+                            .and_then(|l| u8::try_from(l).ok()),
+                    ),
+                };
                 Some(SetElement {
                     address: address.to_string(),
+                    prefix,
                     timeout: elem["elem"]["timeout"].as_i64(),
                     expires: elem["elem"]["expires"].as_i64(),
                 })

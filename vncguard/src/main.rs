@@ -155,6 +155,7 @@ struct Args {
     stages: StageArgs,
 }
 
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let matches = Cli::command().get_matches();
@@ -249,7 +250,15 @@ async fn run_embedded(args: Args) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address} (PORT sets another port)"))?;
-    embedded.serve_api(api::ApiConfig::new(secret), listener)?;
+    let mut api_config = api::ApiConfig::new(secret);
+    // The installation's decision key, made 0600 at first start; its public key
+    // (DATA_DIR/decision-signing.key.pub) is what an enforcing agent is given.
+    let key_file = args.data_dir.join("decision-signing.key");
+    let signer = trust::signing::local_signer(&key_file)
+        .with_context(|| format!("keeping the decision signing key in {}", key_file.display()))?;
+    tracing::info!(key_id = signer.key_id(), public_key = %signer.public_key_line(), "signing analysts' decisions");
+    api_config.decision_signer = Some(signer);
+    embedded.serve_api(api_config, listener)?;
     let admin_password_file = match embedded.ensure_admin(&args.admin_user).await? {
         Some(password) => {
             let path = args.data_dir.join("admin-password");

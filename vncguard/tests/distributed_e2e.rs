@@ -255,7 +255,22 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
         &scorer_env,
         "scorer.log",
     ));
+    // The responder's decision key, made by its own keygen; the agents trust its public key.
+    let key_file = lab.dir().join("responder-decision.key");
+    let keygen = Command::new(&binaries["responder"])
+        .args(["keygen", "--key-file"])
+        .arg(&key_file)
+        .args(["--key-id", "e2e-responder"])
+        .output()
+        .expect("responder keygen");
+    assert!(
+        keygen.status.success(),
+        "responder keygen: {}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
+    let public_key = String::from_utf8_lossy(&keygen.stdout).trim().to_string();
     let mut responder_env = common(true);
+    responder_env.push(("DECISION_SIGNING_KEY_FILE", key_file.display().to_string()));
     responder_env.push(("RESPONDER_RESTORE_IDLE_MS", "500".into()));
     responder_env.push(("RESPONDER_GROUP", "e2e-responder".into()));
     stages.push(spawn(
@@ -304,6 +319,7 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
             ("AGENT_ID", agent_id.clone()),
             ("LOG_FORMAT", "json".to_string()),
             ("BUS_LINGER_MS", "20".to_string()),
+            ("DECISION_PUBLIC_KEYS", public_key.clone()),
         ];
         let log = format!("agent-{i}.log");
         agents.push(spawn(

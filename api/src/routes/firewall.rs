@@ -1,6 +1,12 @@
-//! `/api/firewall/*` and `/api/sessions/{id}/quarantine`: analyst decisions. Each is published
-//! as a `schemas::Decision` on `vnc.decisions` (what the enforcing agents act on) and then
-//! written to `decisions` (the sink writes the same row again from the topic, idempotently).
+//! `/api/firewall/*` and `/api/sessions/{id}/quarantine`: analyst decisions. Each is signed
+//! with the API's decision key, published as a `schemas::Decision` on `vnc.decisions` (what the
+//! enforcing agents act on) and then written to `decisions` (the sink writes the same row again
+//! from the topic, idempotently).
+//!
+//! A block or quarantine the guardrails refuse ([`trust::guardrails`]: loopback, management and
+//! allow-listed networks, prefixes wider than /24 or /48, the cap of blocks in force) gets 422
+//! with the reason, and is counted (`vncguard_api_decisions_refused_total{reason}`); reaching the
+//! cap also raises a `system_alert`. Agents apply the same rules again themselves.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,8 +18,54 @@ use utoipa::ToSchema;
 use super::PageInfo;
 use crate::auth::{AuthUser, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::input::{self, AddressFilter, Json, PageParams, Query};
+use crate::input::{self, Json, PageParams, Query};
+use crate::ws::{LiveEvent, SYSTEM_ALERT};
 use crate::AppState;
+
+fn refused_counter(reason: &'static str) -> &'static telemetry::Counter {
+    telemetry::counter(
+        "vncguard_api_decisions_refused_total",
+        "Analysts' decisions refused by the guardrails (422), by reason.",
+        &[("reason", reason)],
+    )
+}
+
+/// 422 for a decision the guardrails refuse, counted and logged.
+fn refused(user: &AuthUser, field: &str, refusal: trust::Refusal) -> ApiError {
+    refused_counter(refusal.reason()).inc();
+    tracing::warn!(user = user.username(), reason = refusal.reason(), error = %refusal, "decision refused by the guardrails");
+    ApiError::unprocessable(field, refusal.to_string())
+}
+
+const ACTIVE_BLOCKS: &str = "SELECT count(*) FROM decisions
+     WHERE action = 'block' AND revoked_at IS NULL AND until > now() AND NOT dry_run";
+
+/// Refuses a new block when the cap of blocks in force is reached, and says so to the
+/// dashboards (`system_alert`).
+async fn check_capacity(state: &AppState, user: &AuthUser) -> ApiResult<()> {
+    let client = state.pool.get().await?;
+    let active: i64 = client.query_one(ACTIVE_BLOCKS, &[]).await?.get(0);
+    let guardrails = &state.config.guardrails;
+    match guardrails.check_capacity(usize::try_from(active).unwrap_or(usize::MAX)) {
+        Ok(()) => Ok(()),
+        Err(refusal) => {
+            state
+                .hub
+                .publish(LiveEvent::new(
+                    SYSTEM_ALERT,
+                    Some(2),
+                    serde_json::json!({
+                        "alert": "block_cap_reached",
+                        "active_blocks": active,
+                        "max_active_blocks": guardrails.max_active_blocks,
+                        "refused_by": user.username(),
+                    }),
+                ))
+                .await;
+            Err(refused(user, "ip_address", refusal))
+        }
+    }
+}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FirewallRule {
@@ -89,8 +141,15 @@ pub async fn rules(
     }))
 }
 
-/// Publishes `decision` and records it.
-async fn apply(state: &AppState, decision: &Decision) -> ApiResult<()> {
+/// Signs `decision`, publishes it and records it; the signed decision.
+async fn apply(state: &AppState, decision: Decision) -> ApiResult<Decision> {
+    let signer = state.config.decision_signer.as_ref().ok_or_else(|| {
+        ApiError::unavailable(
+            "decision signing",
+            "no DECISION_SIGNING_KEY_FILE is configured; agents enforce signed decisions only",
+        )
+    })?;
+    let decision = &signer.signed(decision);
     let output = bus::Output::encode(
         &schemas::topics::DECISIONS,
         decision.decision_id.clone(),
@@ -151,7 +210,7 @@ async fn apply(state: &AppState, decision: &Decision) -> ApiResult<()> {
             )
             .await?;
     }
-    Ok(())
+    Ok(decision.clone())
 }
 
 fn new_decision(
@@ -177,6 +236,8 @@ fn new_decision(
         target_decision_id: None,
         created_by: Some(user.username().to_string()),
         dry_run: false,
+        key_id: None,
+        signature: None,
     }
 }
 
@@ -239,10 +300,19 @@ pub async fn block(
     Json(request): Json<BlockRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<DecisionCreated>)> {
     user.require(Role::Analyst)?;
-    let (scope, value) = match input::parse_address_filter("ip_address", &request.ip_address)? {
-        AddressFilter::Address(ip) => (DecisionScope::Ip, ip.to_string()),
-        AddressFilter::Network(net) => (DecisionScope::Cidr, net.to_string()),
+    input::parse_address_filter("ip_address", &request.ip_address)?;
+    // What agents will block: IPv4-mapped addresses as IPv4, IPv6 folded to its /64.
+    let network = state
+        .config
+        .guardrails
+        .check_block(&request.ip_address)
+        .map_err(|refusal| refused(&user, "ip_address", refusal))?;
+    let scope = if trust::guardrails::is_host(&network) {
+        DecisionScope::Ip
+    } else {
+        DecisionScope::Cidr
     };
+    let value = trust::guardrails::value_of(&network);
     let duration = duration_of(&request.duration)?;
     let reason = input::required_text("reason", &request.reason, 500)?;
     if let Some(threat_id) = &request.threat_id {
@@ -258,9 +328,10 @@ pub async fn block(
             });
         }
     }
+    check_capacity(&state, &user).await?;
     let mut decision = new_decision(&user, DecisionAction::Block, scope, value, duration, reason);
     decision.threat_id = request.threat_id;
-    apply(&state, &decision).await?;
+    let decision = apply(&state, decision).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(DecisionCreated::from(&decision)),
@@ -308,7 +379,7 @@ async fn lift(
         decision.until = decision.created_at;
         decision.duration_secs = 0;
         decision.target_decision_id = Some(target);
-        apply(state, &decision).await?;
+        let decision = apply(state, decision).await?;
         decisions.push(DecisionCreated::from(&decision));
     }
     Ok(Unblocked { decisions })
@@ -353,10 +424,14 @@ pub async fn unblock(
     };
     let (column, value) = match (&request.decision_id, &request.ip_address) {
         (Some(id), None) => ("decision_id", id.clone()),
-        (None, Some(text)) => match input::parse_address_filter("ip_address", text)? {
-            AddressFilter::Address(ip) => ("value", ip.to_string()),
-            AddressFilter::Network(net) => ("value", net.to_string()),
-        },
+        (None, Some(text)) => {
+            input::parse_address_filter("ip_address", text)?;
+            // The value as the block recorded it (normalised, IPv6 folded).
+            let network = state.config.guardrails.target(text).ok_or_else(|| {
+                ApiError::invalid("ip_address", "expected an IP address or a CIDR network")
+            })?;
+            ("value", trust::guardrails::value_of(&network))
+        }
         _ => {
             return Err(ApiError::unprocessable(
                 "decision_id",
@@ -414,12 +489,21 @@ pub async fn quarantine(
     };
     let reason = input::required_text("reason", &request.reason, 500)?;
     let client = state.pool.get().await?;
-    if client
-        .query_opt("SELECT 1 FROM vnc_sessions WHERE id = $1", &[&id])
+    let Some(session) = client
+        .query_opt(
+            "SELECT host(client_ip) FROM vnc_sessions WHERE id = $1",
+            &[&id],
+        )
         .await?
-        .is_none()
-    {
+    else {
         return Err(ApiError::not_found("session"));
+    };
+    if let Ok(client_ip) = session.get::<_, String>(0).parse() {
+        state
+            .config
+            .guardrails
+            .check_address(client_ip)
+            .map_err(|refusal| refused(&user, "id", refusal))?;
     }
     let decision = new_decision(
         &user,
@@ -429,7 +513,7 @@ pub async fn quarantine(
         duration,
         reason,
     );
-    apply(&state, &decision).await?;
+    let decision = apply(&state, decision).await?;
     client
         .execute(
             "UPDATE vnc_sessions SET status = 'quarantined', updated_at = now() WHERE id = $1",

@@ -31,8 +31,13 @@ impl Drop for TestApi {
     }
 }
 
+/// The test API's decision signing key (its verifier checks what the API published).
+pub static SIGNER: std::sync::LazyLock<trust::DecisionSigner> =
+    std::sync::LazyLock::new(|| trust::DecisionSigner::generate(Some("api-test")).unwrap());
+
 pub fn config() -> ApiConfig {
     let mut config = ApiConfig::new(SECRET);
+    config.decision_signer = Some(SIGNER.clone());
     config.api_rate = "off".parse().unwrap();
     config.auth_rate = "1000/60".parse().unwrap();
     config

@@ -136,6 +136,8 @@ pub fn decision() -> Decision {
         target_decision_id: Some("d0".into()),
         created_by: Some("rule:brute_force".into()),
         dry_run: false,
+        key_id: Some("responder-1".into()),
+        signature: Some("c2lnbmVkIGJ5IHRoZSByZXNwb25kZXI=".into()),
     }
 }
 
