@@ -155,7 +155,6 @@ struct Args {
     stages: StageArgs,
 }
 
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let matches = Cli::command().get_matches();
