@@ -27,6 +27,8 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 const BRUTE_FORCE: &str = "c_bruteforce_vncauth.pcap";
+/// The brute force's source as the dashboard shows it.
+const ATTACKER_IP: &str = "198.51.100.23";
 /// Ordinary sessions the anomaly model of the live scenario learns from (lab captures).
 const NORMAL: [&str; 3] = [
     "a_normal_vncauth.pcap",
@@ -161,6 +163,13 @@ impl Stack {
         let mut events: Vec<SessionEvent> = Vec::new();
         capture_agent::replay_file(&capture, &AgentConfig::default(), &mut events, replay)
             .expect("analysing the brute-force capture");
+        // The lab recorded the attack on loopback, which no guardrail lets anyone block; the
+        // analyst blocks it under a routable address (TEST-NET-2) instead.
+        for event in &mut events {
+            if event.summary.client_ip == "127.0.0.1" {
+                event.summary.client_ip = ATTACKER_IP.into();
+            }
+        }
         let mut outputs: Vec<Output> = events
             .iter()
             .map(|event| {

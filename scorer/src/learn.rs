@@ -452,7 +452,9 @@ impl Learner {
             flagged: SampleBuffer::new(config.flagged_sessions),
             config,
             model_name: model_name.to_string(),
-            names: schemas::features::names().map(str::to_string).collect(),
+            names: schemas::features::model_names()
+                .map(str::to_string)
+                .collect(),
             known: HashSet::new(),
             normal_seen: 0,
             new_since_fit: 0,

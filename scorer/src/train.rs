@@ -4,7 +4,8 @@
 //! the normal sessions not held out, validate it, write the model file and announce it on the
 //! compacted model topic, where running scorers pick it up.
 //!
-//! **Feature encoding.** A model's row is `schemas::features::FEATURES` in order, raw values:
+//! **Feature encoding.** A model's row is `schemas::features::model_names()` in order (every
+//! feature but the evidence-only ones, see `schemas::features::EVIDENCE_ONLY`), raw values:
 //! counts, bytes, rates and seconds as measured, flags as 0/1, hour of day 0-23 and weekday
 //! 0-6 as integers. A feature the enricher could not compute (absent, or not finite) reads as
 //! 0 in training and in scoring alike. There is no scaling: an Isolation Forest draws each
@@ -207,10 +208,10 @@ pub async fn judged_sessions(database_url: &str) -> Result<HashSet<String>, Trai
     }
 }
 
-/// One column per feature of `schemas::features::FEATURES`, one row per session; a feature
+/// One column per model feature (`schemas::features::model_names`), one row per session; a feature
 /// the session lacks (or that is not finite) is null.
 pub fn feature_frame(sessions: &[EnrichedSession]) -> Result<DataFrame, PolarsError> {
-    let columns = schemas::features::names()
+    let columns = schemas::features::model_names()
         .map(|name| {
             let values: Vec<Option<f64>> = sessions
                 .iter()
@@ -329,7 +330,9 @@ pub async fn train<B: Bus>(bus: &B, args: &TrainArgs) -> Result<TrainedModel, Tr
         Duration::from_millis(args.idle_ms),
     )
     .await?;
-    let names: Vec<String> = schemas::features::names().map(str::to_string).collect();
+    let names: Vec<String> = schemas::features::model_names()
+        .map(str::to_string)
+        .collect();
     let mut normal = Vec::new();
     let mut flagged = Vec::new();
     for session in &sessions {

@@ -257,7 +257,9 @@ fn forest_of(sessions: &[EnrichedSession]) -> IsolationForest {
 fn a_model_validating_worse_than_the_one_in_use_is_not_promoted() {
     let normal = normal_days(30);
     let attacks = attacks();
-    let names: Vec<String> = schemas::features::names().map(str::to_string).collect();
+    let names: Vec<String> = schemas::features::model_names()
+        .map(str::to_string)
+        .collect();
     // A weak candidate: one tree on a sample of two rows.
     let weak = LearnConfig {
         forest: ForestArgs {

@@ -351,9 +351,9 @@ fn write_forest_rows(args: &Args, outcomes: &[Outcome]) -> Result<()> {
         })
         .collect();
     rows.sort_by_key(|o| o.start_ns);
-    let names: Vec<String> = schemas::features::FEATURES
-        .iter()
-        .map(|f| f.name.to_string())
+    // The scorer's own model inputs, so both forests see what the scorer's sees.
+    let names: Vec<String> = schemas::features::model_names()
+        .map(str::to_string)
         .collect();
     let matrix: Vec<Vec<f64>> = rows
         .iter()
