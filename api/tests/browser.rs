@@ -125,12 +125,11 @@ impl Stack {
             until_stopped(stopped.clone()),
         )));
 
-        let state = AppState::new(
-            ApiConfig::new("browser-test-secret-of-32-bytes!!"),
-            pool.clone(),
-            &bus,
-        )
-        .expect("api state");
+        let mut config = ApiConfig::new("browser-test-secret-of-32-bytes!!");
+        // Analysts' blocks are signed decisions; without a key the API refuses them (503).
+        config.decision_signer =
+            Some(trust::DecisionSigner::generate(Some("browser-test")).expect("a signing key"));
+        let state = AppState::new(config, pool.clone(), &bus).expect("api state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let api_bus = bus.clone();
