@@ -337,7 +337,9 @@ async fn the_embedded_scorer_learns_a_model_and_swaps_to_an_announced_one() {
         model_name: DEFAULT_MODEL_NAME.into(),
         version: "announced-while-running".into(),
         created_at: chrono::Utc::now(),
-        feature_names: schemas::features::names().map(str::to_string).collect(),
+        feature_names: schemas::features::model_names()
+            .map(str::to_string)
+            .collect(),
         training_rows,
         training_window_start: None,
         training_window_end: None,
