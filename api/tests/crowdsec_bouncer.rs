@@ -109,12 +109,8 @@ async fn crowdsec_firewall_bouncer_enforces_blocks_unblocks_and_expiry() {
         println!("SKIPPED: needs crowdsec-firewall-bouncer (apt: crowdsec-firewall-bouncer; ./dev test installs it)");
         return;
     };
-    let mut lab = match Lab::create(85, 1) {
-        Ok(lab) => lab,
-        Err(e) => {
-            println!("SKIPPED: {e}");
-            return;
-        }
+    let Some(mut lab) = Lab::create_or_skip(85, 1) else {
+        return;
     };
     if let Err(e) = lab.run_in(0, &["nft", "list", "tables"]) {
         println!("SKIPPED: nft unusable (apt: nftables): {e}");

@@ -62,21 +62,13 @@ fn ended(events: &[SessionEvent]) -> Vec<&SessionEvent> {
 
 #[test]
 fn live_session_in_network_namespaces_reaches_kafka() {
-    let tools = match VncTools::find() {
-        Ok(tools) => tools,
-        Err(reason) => {
-            println!("SKIPPED live test: {reason}");
-            return;
-        }
+    let Some(tools) = VncTools::find_or_skip() else {
+        return;
     };
     // Two namespaces (server, client) whose veth peers sit on a bridge in this namespace,
     // where the agent captures.
-    let mut lab = match Lab::create(77, 2) {
-        Ok(lab) => lab,
-        Err(reason) => {
-            println!("SKIPPED live test: {reason}");
-            return;
-        }
+    let Some(mut lab) = Lab::create_or_skip(77, 2) else {
+        return;
     };
     let (server_ip, client_ip) = (lab.ip(SERVER), lab.ip(CLIENT));
 

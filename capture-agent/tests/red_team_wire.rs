@@ -522,21 +522,13 @@ impl LiveAgent {
 
 #[test]
 fn fragmented_brute_force_from_a_real_client_is_still_detected() {
-    let tools = match VncTools::find() {
-        Ok(tools) => tools,
-        Err(reason) => {
-            println!("SKIPPED fragmented brute force: {reason}");
-            return;
-        }
+    let Some(tools) = VncTools::find_or_skip() else {
+        return;
     };
     const NET: u8 = 86;
     let (server, client, router) = (0, 1, 2);
-    let mut lab = match Lab::create(NET, 3) {
-        Ok(lab) => lab,
-        Err(reason) => {
-            println!("SKIPPED fragmented brute force: {reason}");
-            return;
-        }
+    let Some(mut lab) = Lab::create_or_skip(NET, 3) else {
+        return;
     };
     // The server sits behind a router: a private link server <-> router, and the router's leg
     // on the bridge has the smallest IPv4 MTU, 68 bytes. Server and client do not set DF
@@ -681,20 +673,12 @@ fn fragmented_brute_force_from_a_real_client_is_still_detected() {
 
 #[test]
 fn forged_rst_on_the_wire_mid_session_leaves_the_session_whole() {
-    let tools = match VncTools::find() {
-        Ok(tools) => tools,
-        Err(reason) => {
-            println!("SKIPPED forged RST on the wire: {reason}");
-            return;
-        }
+    let Some(tools) = VncTools::find_or_skip() else {
+        return;
     };
     let (server, client) = (0, 1);
-    let mut lab = match Lab::create(87, 2) {
-        Ok(lab) => lab,
-        Err(reason) => {
-            println!("SKIPPED forged RST on the wire: {reason}");
-            return;
-        }
+    let Some(mut lab) = Lab::create_or_skip(87, 2) else {
+        return;
     };
     let password_file = lab.vnc_password_file(&tools.vncpasswd, "secret12");
     let display = 600 + std::process::id() % 300;

@@ -64,6 +64,13 @@ pub struct VncTools {
 }
 
 impl VncTools {
+    /// The programs, or `None` once the calling test has printed that it skips and why.
+    pub fn find_or_skip() -> Option<VncTools> {
+        VncTools::find()
+            .inspect_err(|reason| println!("SKIPPED: {reason}"))
+            .ok()
+    }
+
     /// The programs, or why a test cannot run (what to install).
     pub fn find() -> Result<VncTools, String> {
         match (
@@ -108,6 +115,13 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// [`Lab::create`], or `None` once the calling test has printed that it skips and why.
+    pub fn create_or_skip(net: u8, count: usize) -> Option<Lab> {
+        Lab::create(net, count)
+            .inspect_err(|reason| println!("SKIPPED: {reason}"))
+            .ok()
+    }
+
     /// `count` namespaces on a bridge in `10.200.NET.0/24`; an error (most often: not root)
     /// says why it could not be built.
     pub fn create(net: u8, count: usize) -> Result<Lab, String> {

@@ -145,12 +145,8 @@ async fn session_counts(db: &tokio_postgres::Client) -> SessionCounts {
 #[test]
 fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
     let started = Instant::now();
-    let tools = match VncTools::find() {
-        Ok(tools) => tools,
-        Err(reason) => {
-            println!("SKIPPED distributed end-to-end test: {reason}");
-            return;
-        }
+    let Some(tools) = VncTools::find_or_skip() else {
+        return;
     };
     let binaries = [
         "sink",
@@ -166,12 +162,8 @@ fn two_agents_a_brute_force_and_every_stage_as_its_own_process() {
     // Declared before the lab, so it is dropped after the lab stopped every process using it.
     let database;
     let net = 100 + (std::process::id() % 100) as u8;
-    let mut lab = match Lab::create(net, NAMESPACES) {
-        Ok(lab) => lab,
-        Err(reason) => {
-            println!("SKIPPED distributed end-to-end test: {reason}");
-            return;
-        }
+    let Some(mut lab) = Lab::create_or_skip(net, NAMESPACES) else {
+        return;
     };
     let enforcing = match lab.run_in(SERVER_A, &["nft", "list", "tables"]) {
         Ok(_) => true,

@@ -56,13 +56,7 @@ pub fn start_agent(
 
 /// A lab of `count` namespaces in `10.200.NET.0/24` where `nft` works, or `None` (and why).
 pub fn privileged_lab(net: u8, count: usize) -> Option<Lab> {
-    let lab = match Lab::create(net, count) {
-        Ok(lab) => lab,
-        Err(e) => {
-            println!("SKIPPED: {e}");
-            return None;
-        }
-    };
+    let lab = Lab::create_or_skip(net, count)?;
     if let Err(e) = lab.run_in(0, &["nft", "list", "tables"]) {
         println!("SKIPPED: nft unusable (apt: nftables): {e}");
         return None;
